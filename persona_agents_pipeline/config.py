@@ -1,0 +1,137 @@
+"""Settings read from the environment, and the API key from the environment or a credentials file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .voice_policy import DEFAULT_TTS_MODEL, DEFAULT_VOICE_CATALOGUE, VOICE_PROFILES
+
+DEFAULT_BASE_URL = "https://api.elevenlabs.io"
+PRODUCTION = "production"
+DEVELOPMENT = "development"
+
+
+class ConfigurationError(RuntimeError):
+    """Settings that cannot work; the message says what to change."""
+
+
+def data_dir(env: Mapping[str, str] = os.environ) -> Path:
+    return Path(env.get("PERSONA_AGENTS_DATA_DIR") or Path.cwd() / ".persona-agents")
+
+
+def default_database_url(env: Mapping[str, str] = os.environ) -> str:
+    return f"sqlite:///{data_dir(env) / 'personas.db'}"
+
+
+def credentials_path(env: Mapping[str, str] = os.environ) -> Path:
+    explicit = env.get("PERSONA_AGENTS_CREDENTIALS_FILE")
+    if explicit:
+        return Path(explicit)
+    return Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "persona-agents" / "credentials"
+
+
+def _key_from_credentials_file(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    mode = path.stat().st_mode
+    # Like ssh with private keys: a secret that others can read is refused, not silently used.
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigurationError(
+            f"credentials file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+            f"run `chmod 600 {path}` and try again"
+        )
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            return line
+        if key.strip() == "ELEVENLABS_API_KEY":
+            return value.strip().strip("'\"") or None
+    return None
+
+
+def load_api_key(env: Mapping[str, str] = os.environ) -> str | None:
+    """The key from ELEVENLABS_API_KEY, else from the credentials file; None when neither has one."""
+    return env.get("ELEVENLABS_API_KEY") or _key_from_credentials_file(credentials_path(env))
+
+
+def _voice_catalogue(env: Mapping[str, str]) -> dict[str, str]:
+    catalogue = dict(DEFAULT_VOICE_CATALOGUE)
+    raw = env.get("PERSONA_AGENTS_VOICES")
+    if raw:
+        try:
+            overrides = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"PERSONA_AGENTS_VOICES is not valid JSON: {exc}") from None
+        unknown = set(overrides) - set(VOICE_PROFILES)
+        if not isinstance(overrides, dict) or unknown:
+            raise ConfigurationError(
+                f"PERSONA_AGENTS_VOICES must map voice names {sorted(VOICE_PROFILES)} to voice ids"
+                + (f"; unknown names: {sorted(unknown)}" if unknown else "")
+            )
+        catalogue.update({name: str(voice_id) for name, voice_id in overrides.items()})
+    return catalogue
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {value!r}")
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    base_url: str = DEFAULT_BASE_URL
+    environment: str = DEVELOPMENT
+    auto_create: bool = False
+    voice_catalogue: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VOICE_CATALOGUE))
+    tts_model: str = DEFAULT_TTS_MODEL
+    # ElevenLabs publishes no per-minute limit for agent management; these defaults stay well inside the
+    # smallest plan's concurrency and can be raised per account.
+    rate_limit: float = 5.0
+    max_concurrent: int = 4
+    dashboard_url: str = "https://elevenlabs.io/app/agents/agents"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        environment = env.get("PERSONA_AGENTS_ENV", DEVELOPMENT).strip().lower()
+        if environment not in {DEVELOPMENT, PRODUCTION}:
+            raise ConfigurationError(f"PERSONA_AGENTS_ENV must be {DEVELOPMENT} or {PRODUCTION}, got {environment!r}")
+        auto_raw = env.get("AUTO_CREATE_ELEVENLABS_AGENTS")
+        auto_create = (
+            _flag(auto_raw, "AUTO_CREATE_ELEVENLABS_AGENTS") if auto_raw not in (None, "") else environment == PRODUCTION
+        )
+        return cls(
+            database_url=env.get("PERSONAS_DATABASE_URL") or default_database_url(env),
+            base_url=(env.get("ELEVENLABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+            environment=environment,
+            auto_create=auto_create,
+            voice_catalogue=_voice_catalogue(env),
+            tts_model=env.get("PERSONA_AGENTS_TTS_MODEL") or DEFAULT_TTS_MODEL,
+            rate_limit=_positive_float(env, "ELEVENLABS_RATE_LIMIT", 5.0),
+            max_concurrent=int(_positive_float(env, "ELEVENLABS_MAX_CONCURRENT", 4)),
+        )

@@ -1,0 +1,102 @@
+"""Client-side request pacing shared by every thread of one process.
+
+A server that counts requests in a sliding 1-second window and allows `rate`
+of them must never see `rate + 1` inside any such window. A classic token
+bucket cannot promise that: with capacity B it lets B + rate requests through
+in one second. So `RequestLimiter` combines two rules:
+
+* smooth spacing: consecutive requests start at least ``1 / rate`` apart
+  (a token bucket of capacity 1, so there are no bursts);
+* a sliding-window log: a request may start only if fewer than ``floor(rate)``
+  requests started in the last ``window + margin`` seconds. The margin absorbs
+  network jitter between our send time and the server's arrival time.
+
+Throughput is therefore just under `rate` (``floor(rate) / (window + margin)``),
+which is the price of never tripping the server's limit.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class RequestLimiter:
+    """Token pacing plus a concurrency cap; `pause()` freezes every thread (429 Retry-After)."""
+
+    def __init__(
+        self,
+        rate_per_second: float | None,
+        max_concurrent: int | None,
+        *,
+        window_seconds: float = 1.0,
+        jitter_margin_seconds: float = 0.1,
+    ) -> None:
+        if rate_per_second is not None and rate_per_second <= 0:
+            raise ValueError("rate_per_second must be positive or None")
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1 or None")
+        self.rate_per_second = rate_per_second
+        self.max_concurrent = max_concurrent
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._paused_until = 0.0
+        self._next_start = 0.0
+        self._window = window_seconds + jitter_margin_seconds
+        self._per_window = max(1, math.floor(rate_per_second)) if rate_per_second else 0
+        self._recent_starts: deque[float] = deque()
+
+    def __repr__(self) -> str:
+        return f"RequestLimiter(rate_per_second={self.rate_per_second}, max_concurrent={self.max_concurrent})"
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Wait for a concurrency slot, then for our turn; hold the slot for the request."""
+        self._acquire_concurrency()
+        try:
+            self._wait_for_turn()
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+    def pause(self, seconds: float) -> None:
+        """No request may start for `seconds` from now (extends, never shortens, a pause)."""
+        with self._cond:
+            self._paused_until = max(self._paused_until, time.monotonic() + max(0.0, seconds))
+            self._cond.notify_all()
+
+    def _acquire_concurrency(self) -> None:
+        with self._cond:
+            while self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+                self._cond.wait()
+            self._in_flight += 1
+
+    def _earliest_start(self, now: float) -> float:
+        earliest = max(now, self._paused_until)
+        if self.rate_per_second is None:
+            return earliest
+        while self._recent_starts and self._recent_starts[0] <= now - self._window:
+            self._recent_starts.popleft()
+        earliest = max(earliest, self._next_start)
+        if len(self._recent_starts) >= self._per_window:
+            earliest = max(earliest, self._recent_starts[0] + self._window)
+        return earliest
+
+    def _wait_for_turn(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                earliest = self._earliest_start(now)
+                if earliest <= now:
+                    break
+                # Woken early by pause() or a released slot; recompute either way.
+                self._cond.wait(earliest - now)
+            if self.rate_per_second is not None:
+                self._recent_starts.append(now)
+                self._next_start = now + 1.0 / self.rate_per_second

@@ -1,0 +1,108 @@
+"""Agent columns on `personas` (created if absent), the change log with its triggers, agent history.
+
+Works on an empty database and on an application database whose `personas` table predates the agent
+columns: existing rows are kept, only missing columns, indexes and tables are added.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001_agent_columns"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+TRAIT_COLUMNS = ("name", "description", "temper_level", "chattiness", "emotional_attachment")
+
+
+def _persona_columns() -> list[sa.Column]:
+    return [
+        sa.Column("name", sa.String(255)),
+        sa.Column("temper_level", sa.Float),
+        sa.Column("chattiness", sa.Float),
+        sa.Column("emotional_attachment", sa.Float),
+        sa.Column("description", sa.Text),
+        sa.Column("created_at", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime),
+        sa.Column("elevenlabs_agent_id", sa.String(64)),
+        sa.Column("voice_id", sa.String(64)),
+        sa.Column("conversation_prompt", sa.Text),
+        sa.Column("voice_settings", sa.JSON),
+        sa.Column("agent_created_at", sa.DateTime),
+        sa.Column("agent_config_hash", sa.String(64)),
+        sa.Column("agent_claim_owner", sa.String(64)),
+        sa.Column("agent_claim_expires_at", sa.DateTime),
+        sa.Column("agent_create_attempted_at", sa.DateTime),
+    ]
+
+
+def _sqlite_triggers() -> list[str]:
+    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in TRAIT_COLUMNS)
+    insert = "INSERT INTO persona_changes (persona_id, change, changed_at) VALUES ({row}.id, '{kind}', CURRENT_TIMESTAMP)"
+    return [
+        "CREATE TRIGGER persona_changes_on_insert AFTER INSERT ON personas BEGIN "
+        + insert.format(row="NEW", kind="insert") + "; END",
+        "CREATE TRIGGER persona_changes_on_delete AFTER DELETE ON personas BEGIN "
+        + insert.format(row="OLD", kind="delete") + "; END",
+        f"CREATE TRIGGER persona_changes_on_update AFTER UPDATE OF {', '.join(TRAIT_COLUMNS)} ON personas "
+        f"WHEN {changed} BEGIN " + insert.format(row="NEW", kind="update") + "; END",
+    ]
+
+
+def _postgresql_triggers() -> list[str]:
+    changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in TRAIT_COLUMNS)
+    return [
+        """CREATE OR REPLACE FUNCTION record_persona_change() RETURNS trigger AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                INSERT INTO persona_changes (persona_id, change, changed_at) VALUES (OLD.id, 'delete', now());
+                RETURN OLD;
+            END IF;
+            INSERT INTO persona_changes (persona_id, change, changed_at) VALUES (NEW.id, lower(TG_OP), now());
+            RETURN NEW;
+        END $$ LANGUAGE plpgsql""",
+        "CREATE TRIGGER persona_changes_on_insert AFTER INSERT ON personas "
+        "FOR EACH ROW EXECUTE FUNCTION record_persona_change()",
+        "CREATE TRIGGER persona_changes_on_delete AFTER DELETE ON personas "
+        "FOR EACH ROW EXECUTE FUNCTION record_persona_change()",
+        f"CREATE TRIGGER persona_changes_on_update AFTER UPDATE OF {', '.join(TRAIT_COLUMNS)} ON personas "
+        f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION record_persona_change()",
+    ]
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    inspector = sa.inspect(bind)
+    if inspector.has_table("personas"):
+        existing = {column["name"] for column in inspector.get_columns("personas")}
+        for column in _persona_columns():
+            if column.name not in existing:
+                op.add_column("personas", column)
+    else:
+        op.create_table("personas", sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), *_persona_columns())
+
+    op.create_index("uq_personas_elevenlabs_agent_id", "personas", ["elevenlabs_agent_id"], unique=True)
+    op.create_table(
+        "persona_changes",
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("persona_id", sa.Integer, nullable=False),
+        sa.Column("change", sa.String(16), nullable=False),
+        sa.Column("changed_at", sa.DateTime),
+    )
+    op.create_table(
+        "agent_events",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("persona_id", sa.Integer, nullable=False),
+        sa.Column("agent_id", sa.String(64)),
+        sa.Column("action", sa.String(16), nullable=False),
+        sa.Column("reason", sa.Text),
+        sa.Column("at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_agent_events_persona_id", "agent_events", ["persona_id"])
+    triggers = _postgresql_triggers() if bind.dialect.name == "postgresql" else _sqlite_triggers()
+    for statement in triggers:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    raise NotImplementedError("the agent columns hold data that a downgrade would lose; restore a backup instead")

@@ -1,0 +1,77 @@
+"""SQLAlchemy models: the application's `personas` table with its agent columns, the change log and agent history."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite keeps no zone, so every timestamp we compare is naive UTC on both databases."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Persona(Base):
+    __tablename__ = "personas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Application columns. Nullable on purpose: an application database may hold incomplete personas,
+    # and those are refused by validation with a clear message rather than by the schema.
+    name: Mapped[str | None] = mapped_column(String(255))
+    temper_level: Mapped[float | None] = mapped_column(Float)
+    chattiness: Mapped[float | None] = mapped_column(Float)
+    emotional_attachment: Mapped[float | None] = mapped_column(Float)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    # The five agent columns of the original system.
+    elevenlabs_agent_id: Mapped[str | None] = mapped_column(String(64))
+    voice_id: Mapped[str | None] = mapped_column(String(64))
+    conversation_prompt: Mapped[str | None] = mapped_column(Text)
+    voice_settings: Mapped[dict | None] = mapped_column(JSON)
+    agent_created_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    # Bookkeeping for exactly-one-agent: the config hash the agent was built from (drift detection),
+    # a claim with owner and lease (no two callers create for one persona), and when a create was
+    # last sent (a crash after that point means an agent may exist that we must adopt, not duplicate).
+    agent_config_hash: Mapped[str | None] = mapped_column(String(64))
+    agent_claim_owner: Mapped[str | None] = mapped_column(String(64))
+    agent_claim_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    agent_create_attempted_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("uq_personas_elevenlabs_agent_id", "elevenlabs_agent_id", unique=True),)
+
+    @property
+    def has_elevenlabs_agent(self) -> bool:
+        return bool(self.elevenlabs_agent_id)
+
+
+class PersonaChange(Base):
+    """Filled by database triggers on insert, delete and trait edits, so sensors read only what changed."""
+
+    __tablename__ = "persona_changes"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    persona_id: Mapped[int] = mapped_column(Integer)
+    change: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AgentEvent(Base):
+    """History of every change to a persona's agent: created, adopted, updated, replaced, deleted."""
+
+    __tablename__ = "agent_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    persona_id: Mapped[int] = mapped_column(Integer, index=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,331 @@
+"""The persona store: SQLAlchemy access to `personas`, claims, the change log and agent history.
+
+Every write is a short transaction. On SQLite each transaction starts with BEGIN IMMEDIATE in WAL mode,
+so concurrent writers queue on the busy timeout instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import AgentEvent, Persona, PersonaChange, utcnow
+from .voice_policy import InvalidPersonaError, validate_persona
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+class PersonaNotFoundError(LookupError):
+    def __init__(self, persona_id: Any):
+        self.persona_id = persona_id
+        super().__init__(f"persona {persona_id} does not exist")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of trying to claim a persona for agent work."""
+
+    acquired: bool
+    persona: Persona | None  # the row as it was just before the claim attempt
+
+
+def _normalise_url(database_url: str) -> str:
+    url = make_url(database_url)
+    # Plain postgresql:// URLs would pick psycopg2; the project ships psycopg 3.
+    if url.drivername in {"postgresql", "postgres"}:
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def create_store_engine(database_url: str) -> Engine:
+    url = make_url(_normalise_url(database_url))
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record):
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see the "begin" hook below).
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        # A deferred transaction that reads and then writes can fail at once with "database is locked";
+        # taking the write lock up front makes concurrent writers wait their turn instead.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class PersonaStore:
+    def __init__(self, database_url: str):
+        self.database_url = _normalise_url(database_url)
+        self.engine = create_store_engine(self.database_url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"PersonaStore({make_url(self.database_url).render_as_string(hide_password=True)!r})"
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def upgrade(self) -> list[str]:
+        """Bring the schema to the newest revision; returns the revisions applied (empty when up to date)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            before = self._current_revision(connection)
+            command.upgrade(config, "head")
+            after = self._current_revision(connection)
+        return [] if before == after else [after]
+
+    @staticmethod
+    def _current_revision(connection) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        return MigrationContext.configure(connection).get_current_revision()
+
+    # ---- personas -------------------------------------------------------------------------------
+
+    def add_personas(self, rows: Iterable[dict[str, Any]]) -> list[int]:
+        """Validate every row first, then insert them all in one transaction; all or nothing."""
+        personas = []
+        for number, row in enumerate(rows, start=1):
+            label = row.get("name") or f"row {number}"
+            spec = validate_persona(
+                label,
+                row.get("name"),
+                row.get("temper_level"),
+                row.get("chattiness"),
+                row.get("emotional_attachment"),
+                row.get("description"),
+            )
+            personas.append(
+                Persona(
+                    name=spec.name,
+                    temper_level=spec.temper_level,
+                    chattiness=spec.chattiness,
+                    emotional_attachment=spec.emotional_attachment,
+                    description=spec.description,
+                )
+            )
+        with self.session() as session:
+            session.add_all(personas)
+            session.flush()
+            return [persona.id for persona in personas]
+
+    def get(self, persona_id: int) -> Persona | None:
+        with self.session() as session:
+            return session.get(Persona, persona_id)
+
+    def require(self, persona_id: int) -> Persona:
+        persona = self.get(persona_id)
+        if persona is None:
+            raise PersonaNotFoundError(persona_id)
+        return persona
+
+    def without_agents(self) -> list[Persona]:
+        with self.session() as session:
+            return list(session.scalars(select(Persona).where(Persona.elevenlabs_agent_id.is_(None)).order_by(Persona.id)))
+
+    def with_agents(self) -> list[Persona]:
+        with self.session() as session:
+            return list(
+                session.scalars(select(Persona).where(Persona.elevenlabs_agent_id.is_not(None)).order_by(Persona.id))
+            )
+
+    def ids_without_agents(self) -> list[int]:
+        with self.session() as session:
+            return list(session.scalars(select(Persona.id).where(Persona.elevenlabs_agent_id.is_(None)).order_by(Persona.id)))
+
+    def existing_ids(self, persona_ids: Sequence[int]) -> set[int]:
+        found: set[int] = set()
+        with self.session() as session:
+            for start in range(0, len(persona_ids), 500):
+                chunk = persona_ids[start : start + 500]
+                found.update(session.scalars(select(Persona.id).where(Persona.id.in_(chunk))))
+        return found
+
+    def count(self) -> int:
+        with self.session() as session:
+            return session.scalar(select(func.count()).select_from(Persona)) or 0
+
+    def iter_personas(self, batch_size: int = 5000) -> Iterator[Persona]:
+        """Stream every persona in id order, a page at a time, so memory stays flat at any table size."""
+        last_id = -math.inf
+        while True:
+            with self.session() as session:
+                page = list(
+                    session.scalars(select(Persona).where(Persona.id > last_id).order_by(Persona.id).limit(batch_size))
+                )
+            if not page:
+                return
+            yield from page
+            last_id = page[-1].id
+
+    # ---- claims ---------------------------------------------------------------------------------
+
+    def try_claim(self, persona_id: int, owner: str, lease: timedelta, *, replacing: bool = False) -> Claim:
+        """Atomically take the persona for agent work unless another live claim holds it.
+
+        Also stamps `agent_create_attempted_at`: from here on a create may be sent, so a caller that
+        later finds this claim expired knows to look for an agent to adopt before creating one.
+        """
+        now = utcnow()
+        with self.session() as session:
+            before = session.get(Persona, persona_id)
+            if before is None:
+                return Claim(False, None)
+            session.expunge(before)
+            conditions = [
+                Persona.id == persona_id,
+                (Persona.agent_claim_owner.is_(None))
+                | (Persona.agent_claim_owner == owner)
+                | (Persona.agent_claim_expires_at < now),
+            ]
+            if not replacing:
+                conditions.append(Persona.elevenlabs_agent_id.is_(None))
+            result = session.execute(
+                update(Persona)
+                .where(*conditions)
+                .values(
+                    agent_claim_owner=owner,
+                    agent_claim_expires_at=now + lease,
+                    agent_create_attempted_at=func.coalesce(Persona.agent_create_attempted_at, now),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return Claim(result.rowcount == 1, before)
+
+    def release_claim(self, persona_id: int, owner: str, *, create_may_have_happened: bool) -> None:
+        values: dict[str, Any] = {"agent_claim_owner": None, "agent_claim_expires_at": None}
+        if not create_may_have_happened:
+            values["agent_create_attempted_at"] = None
+        with self.session() as session:
+            session.execute(
+                update(Persona)
+                .where(Persona.id == persona_id, Persona.agent_claim_owner == owner)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+
+    def record_agent(
+        self,
+        persona_id: int,
+        owner: str,
+        *,
+        agent_id: str,
+        voice_id: str,
+        conversation_prompt: str,
+        voice_settings: dict[str, Any],
+        config_hash: str,
+        action: str,
+        reason: str,
+        created_at: datetime | None = None,
+    ) -> bool:
+        """Save the agent and release the claim, only while `owner` still holds it. False if it lost the claim."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "elevenlabs_agent_id": agent_id,
+            "voice_id": voice_id,
+            "conversation_prompt": conversation_prompt,
+            "voice_settings": voice_settings,
+            "agent_config_hash": config_hash,
+            "agent_claim_owner": None,
+            "agent_claim_expires_at": None,
+            "agent_create_attempted_at": None,
+        }
+        if created_at is not None:
+            values["agent_created_at"] = created_at
+        with self.session() as session:
+            result = session.execute(
+                update(Persona)
+                .where(Persona.id == persona_id, Persona.agent_claim_owner == owner)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                return False
+            session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=now))
+            return True
+
+    def forget_agent(self, persona_id: int, agent_id: str, reason: str) -> bool:
+        """Clear a recorded agent that no longer exists remotely; only if the row still names that agent."""
+        with self.session() as session:
+            result = session.execute(
+                update(Persona)
+                .where(Persona.id == persona_id, Persona.elevenlabs_agent_id == agent_id)
+                .values(elevenlabs_agent_id=None, agent_config_hash=None)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:
+                session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action="lost", reason=reason, at=utcnow()))
+            return result.rowcount == 1
+
+    def record_event(self, persona_id: int, agent_id: str | None, action: str, reason: str) -> None:
+        with self.session() as session:
+            session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=utcnow()))
+
+    def history(self, persona_id: int) -> list[AgentEvent]:
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(AgentEvent).where(AgentEvent.persona_id == persona_id).order_by(AgentEvent.at, AgentEvent.id)
+                )
+            )
+
+    # ---- change log -----------------------------------------------------------------------------
+
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[PersonaChange]:
+        """Changes after `seq`, oldest first: one range scan on the log's primary key."""
+        with self.session() as session:
+            return list(
+                session.scalars(select(PersonaChange).where(PersonaChange.seq > seq).order_by(PersonaChange.seq).limit(limit))
+            )
+
+    def latest_change_seq(self) -> int:
+        with self.session() as session:
+            return session.scalar(select(func.max(PersonaChange.seq))) or 0
+
+    def prune_changes(self, up_to_seq: int) -> int:
+        with self.session() as session:
+            return session.execute(delete(PersonaChange).where(PersonaChange.seq <= up_to_seq)).rowcount
+
+
+def persona_spec(persona: Persona):
+    """The validated spec for a stored persona; raises InvalidPersonaError naming the persona and field."""
+    return validate_persona(
+        persona.id,
+        persona.name,
+        persona.temper_level,
+        persona.chattiness,
+        persona.emotional_attachment,
+        persona.description,
+    )
+
+
+__all__ = ["PersonaStore", "PersonaNotFoundError", "InvalidPersonaError", "Claim", "persona_spec"]

@@ -1,0 +1,246 @@
+"""Pure domain rules: persona validation, voice choice, voice settings, prompt and agent payload.
+
+Nothing here touches the network, the database or Dagster, so every rule is testable on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+TRAIT_FIELDS = ("temper_level", "chattiness", "emotional_attachment")
+
+# A trait at or above HIGH counts as high (hot-tempered, chatty); at or below LOW as low (calm, quiet).
+# Anything in between on either axis is "moderate" and gets the balanced voice.
+HIGH_THRESHOLD = 0.6
+LOW_THRESHOLD = 0.4
+
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
+
+# Tag that marks an agent as made by this project, and the per-persona identity tag. Together with the
+# identity marker in the agent's name (searchable through the list endpoint's `search`), they let us
+# find an agent again after a create whose response was lost.
+PROJECT_TAG = "persona-agents"
+
+
+@dataclass(frozen=True)
+class VoiceProfile:
+    name: str
+    style: str
+
+
+VOICE_PROFILES: dict[str, VoiceProfile] = {
+    "Bella": VoiceProfile("Bella", "assertive"),
+    "Rachel": VoiceProfile("Rachel", "warm"),
+    "Adam": VoiceProfile("Adam", "authoritative"),
+    "Domi": VoiceProfile("Domi", "gentle"),
+    "Ethan": VoiceProfile("Ethan", "balanced"),
+}
+
+# The seed system's voice ids. Several are legacy or retired upstream (see the API reference §6), so the
+# catalogue is configuration: `PERSONA_AGENTS_VOICES` overrides any of these.
+DEFAULT_VOICE_CATALOGUE: dict[str, str] = {
+    "Bella": "EXAVITQu4vr4xnSDxMaL",
+    "Rachel": "21m00Tcm4TlvDq8ikWAM",
+    "Adam": "pNInz6obpgDQGcFmaJgB",
+    "Domi": "AZnzlk1XvdvUeBnXmlld",
+    "Ethan": "g5CIjZEefAph4nQFvHAz",
+}
+
+# English agents must use a turbo or flash v2 model (API reference §3.1, language/model rule).
+DEFAULT_TTS_MODEL = "eleven_turbo_v2"
+DEFAULT_LLM = "gemini-2.0-flash"
+LANGUAGE = "en"
+
+
+class InvalidPersonaError(ValueError):
+    """A persona whose data cannot produce an agent; raised before any API call."""
+
+    def __init__(self, persona_id: Any, field: str, reason: str):
+        self.persona_id = persona_id
+        self.field = field
+        self.reason = reason
+        super().__init__(f"persona {persona_id}: {field} {reason}")
+
+
+@dataclass(frozen=True)
+class PersonaSpec:
+    """The validated inputs an agent is built from."""
+
+    persona_id: int
+    name: str
+    temper_level: float
+    chattiness: float
+    emotional_attachment: float
+    description: str | None = None
+
+
+def _clean_text(persona_id: Any, field: str, value: Any, max_length: int, required: bool) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if required:
+            raise InvalidPersonaError(persona_id, field, "is missing")
+        return None
+    if not isinstance(value, str):
+        raise InvalidPersonaError(persona_id, field, f"must be text, got {type(value).__name__}")
+    # Control characters (other than ordinary whitespace) have no place in a prompt or an agent name.
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in value):
+        raise InvalidPersonaError(persona_id, field, "contains control characters")
+    text = " ".join(value.split()) if field == "name" else value.strip()
+    if not text:
+        if required:
+            raise InvalidPersonaError(persona_id, field, "is empty")
+        return None
+    if len(text) > max_length:
+        raise InvalidPersonaError(persona_id, field, f"is {len(text)} characters long (at most {max_length})")
+    return text
+
+
+def _clean_trait(persona_id: Any, field: str, value: Any) -> float:
+    if value is None:
+        raise InvalidPersonaError(persona_id, field, "is missing")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidPersonaError(persona_id, field, f"must be a number in 0..1, got {value!r:.40}")
+    number = float(value)
+    if math.isnan(number):
+        raise InvalidPersonaError(persona_id, field, "is NaN (must be a number in 0..1)")
+    if not 0.0 <= number <= 1.0:
+        raise InvalidPersonaError(persona_id, field, f"is {number:g}, outside 0..1")
+    return number
+
+
+def validate_persona(
+    persona_id: Any,
+    name: Any,
+    temper_level: Any,
+    chattiness: Any,
+    emotional_attachment: Any,
+    description: Any = None,
+) -> PersonaSpec:
+    """Check one persona's data and return the spec an agent is built from, or raise InvalidPersonaError."""
+    return PersonaSpec(
+        persona_id=persona_id,
+        name=_clean_text(persona_id, "name", name, MAX_NAME_LENGTH, required=True),
+        temper_level=_clean_trait(persona_id, "temper_level", temper_level),
+        chattiness=_clean_trait(persona_id, "chattiness", chattiness),
+        emotional_attachment=_clean_trait(persona_id, "emotional_attachment", emotional_attachment),
+        description=_clean_text(persona_id, "description", description, MAX_DESCRIPTION_LENGTH, required=False),
+    )
+
+
+def choose_voice(spec: PersonaSpec) -> VoiceProfile:
+    """Pick the voice from temper and chattiness; anything moderate gets the balanced voice."""
+    hot = spec.temper_level >= HIGH_THRESHOLD
+    calm = spec.temper_level <= LOW_THRESHOLD
+    chatty = spec.chattiness >= HIGH_THRESHOLD
+    quiet = spec.chattiness <= LOW_THRESHOLD
+    if hot and chatty:
+        return VOICE_PROFILES["Bella"]
+    if calm and chatty:
+        return VOICE_PROFILES["Rachel"]
+    if hot and quiet:
+        return VOICE_PROFILES["Adam"]
+    if calm and quiet:
+        return VOICE_PROFILES["Domi"]
+    return VOICE_PROFILES["Ethan"]
+
+
+def _unit(value: float) -> float:
+    return round(min(1.0, max(0.0, value)), 4)
+
+
+def voice_settings(spec: PersonaSpec) -> dict[str, Any]:
+    """The four seed voice settings, kept on the persona row (the agents API accepts only some of them)."""
+    return {
+        "stability": _unit(0.5 + spec.temper_level * 0.3),
+        "similarity_boost": 0.7,
+        "style": _unit(spec.emotional_attachment * 0.5),
+        "use_speaker_boost": True,
+    }
+
+
+def _describe(value: float, low: str, middle: str, high: str) -> str:
+    if value >= HIGH_THRESHOLD:
+        return high
+    if value <= LOW_THRESHOLD:
+        return low
+    return middle
+
+
+def conversation_prompt(spec: PersonaSpec) -> str:
+    temper = _describe(spec.temper_level, "calm and patient", "even-tempered", "quick-tempered and blunt")
+    talk = _describe(spec.chattiness, "reserved; you answer briefly", "conversational", "talkative; you elaborate freely")
+    bond = _describe(
+        spec.emotional_attachment, "emotionally distant", "friendly but measured", "warm and emotionally invested"
+    )
+    lines = [
+        f"You are {spec.name}, a persona in a conversation training session.",
+        f"Temperament: {temper} (temper level {spec.temper_level:.2f}).",
+        f"Talkativeness: {talk} (chattiness {spec.chattiness:.2f}).",
+        f"Attachment: {bond} toward the person you talk to (emotional attachment {spec.emotional_attachment:.2f}).",
+    ]
+    if spec.description:
+        lines.append(f"Background: {spec.description}")
+    lines.append("Stay in character for the whole conversation and never say that you are an AI.")
+    return "\n".join(lines)
+
+
+def first_message(spec: PersonaSpec) -> str:
+    if spec.chattiness >= HIGH_THRESHOLD:
+        return f"Hi! I'm {spec.name}. So good to finally talk, what's on your mind?"
+    if spec.temper_level >= HIGH_THRESHOLD:
+        return f"{spec.name}. What do you want?"
+    return f"Hello, I'm {spec.name}."
+
+
+def identity_tag(persona_id: Any) -> str:
+    return f"{PROJECT_TAG}:persona:{persona_id}"
+
+
+def identity_marker(persona_id: Any) -> str:
+    """Text in the agent name that the list endpoint's name search finds for exactly this persona."""
+    return f"[persona:{persona_id}]"
+
+
+def agent_name(spec: PersonaSpec) -> str:
+    return f"{spec.name[:100]} {identity_marker(spec.persona_id)}"
+
+
+def agent_payload(
+    spec: PersonaSpec,
+    voice_catalogue: Mapping[str, str] = DEFAULT_VOICE_CATALOGUE,
+    *,
+    tts_model: str = DEFAULT_TTS_MODEL,
+    llm: str = DEFAULT_LLM,
+) -> dict[str, Any]:
+    """The complete create body. Agents take only stability, similarity_boost and speed as voice knobs."""
+    voice = choose_voice(spec)
+    settings = voice_settings(spec)
+    return {
+        "name": agent_name(spec),
+        "tags": [PROJECT_TAG, identity_tag(spec.persona_id)],
+        "conversation_config": {
+            "agent": {
+                "first_message": first_message(spec),
+                "language": LANGUAGE,
+                "prompt": {"prompt": conversation_prompt(spec), "llm": llm, "temperature": 0.7},
+            },
+            "tts": {
+                "model_id": tts_model,
+                "voice_id": voice_catalogue[voice.name],
+                "stability": settings["stability"],
+                "similarity_boost": settings["similarity_boost"],
+                "speed": 1.0,
+            },
+        },
+    }
+
+
+def config_hash(payload: Mapping[str, Any]) -> str:
+    """Stable hash of an agent config: canonical JSON (sorted keys), so key order never matters."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
