@@ -1,0 +1,360 @@
+"""The one provisioning service behind the CLI, the Python API and the Dagster assets.
+
+Exactly one agent per persona rests on three things: a claim in the database before any API call, a
+marker written before a create is sent, and adoption: after an ambiguous failure (or a crash after the
+marker) we look for the agent by its persona identity and record it instead of creating another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Any, Callable, Iterable
+
+from .config import Settings, load_api_key
+from .elevenlabs.client import ElevenLabsClient
+from .elevenlabs.errors import (
+    AuthenticationError,
+    ElevenLabsError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
+from .elevenlabs.rate_limit import RequestLimiter
+from .models import utcnow
+from .store import Claim, PersonaNotFoundError, PersonaStore, persona_spec
+from .voice_policy import (
+    InvalidPersonaError,
+    PersonaSpec,
+    agent_payload,
+    choose_voice,
+    config_hash,
+    identity_marker,
+    identity_tag,
+    voice_settings,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(str, Enum):
+    CREATED = "created"
+    ADOPTED = "adopted"
+    PRESENT = "present"
+    RECREATED = "recreated"
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    persona_id: int
+    outcome: Outcome
+    agent_id: str | None = None
+    voice_name: str | None = None
+    voice_id: str | None = None
+    voice_settings: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in {Outcome.CREATED, Outcome.ADOPTED, Outcome.PRESENT, Outcome.RECREATED}
+
+
+@dataclass(frozen=True)
+class AgentCheck:
+    """How a persona's remote agent compares with what its current traits produce."""
+
+    persona_id: int
+    agent_id: str | None
+    exists: bool
+    voice_matches: bool
+    prompt_matches: bool
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+class ClaimTimeoutError(RuntimeError):
+    pass
+
+
+def _default_owner() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _unix_to_datetime(seconds: Any) -> datetime | None:
+    if not isinstance(seconds, (int, float)):
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
+
+
+class ProvisioningService:
+    def __init__(
+        self,
+        store: PersonaStore,
+        client: ElevenLabsClient,
+        voice_catalogue: dict[str, str],
+        *,
+        tts_model: str = "eleven_turbo_v2",
+        owner: str | None = None,
+        claim_lease: timedelta = timedelta(minutes=5),
+        claim_wait: timedelta = timedelta(minutes=2),
+        max_create_attempts: int = 6,
+    ):
+        self.store = store
+        self.client = client
+        self.voice_catalogue = dict(voice_catalogue)
+        self.tts_model = tts_model
+        self.owner = owner or _default_owner()
+        self.claim_lease = claim_lease
+        self.claim_wait = claim_wait
+        self.max_create_attempts = max_create_attempts
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, api_key: str | None = None, store: PersonaStore | None = None):
+        limiter = RequestLimiter(settings.rate_limit, settings.max_concurrent)
+        client = ElevenLabsClient(
+            api_key if api_key is not None else load_api_key(), settings.base_url, limiter=limiter
+        )
+        return cls(
+            store or PersonaStore(settings.database_url),
+            client,
+            settings.voice_catalogue,
+            tts_model=settings.tts_model,
+        )
+
+    # ---- desired state --------------------------------------------------------------------------
+
+    def payload_for(self, spec: PersonaSpec) -> dict[str, Any]:
+        return agent_payload(spec, self.voice_catalogue, tts_model=self.tts_model)
+
+    def _result(self, spec: PersonaSpec, outcome: Outcome, agent_id: str) -> ProvisionResult:
+        voice = choose_voice(spec)
+        return ProvisionResult(
+            persona_id=spec.persona_id,
+            outcome=outcome,
+            agent_id=agent_id,
+            voice_name=voice.name,
+            voice_id=self.voice_catalogue[voice.name],
+            voice_settings=voice_settings(spec),
+        )
+
+    # ---- public operations ----------------------------------------------------------------------
+
+    def ensure_agent(self, persona_id: int, *, force: bool = False) -> ProvisionResult:
+        """Make sure the persona has an agent (a new one when `force`); idempotent and safe across processes.
+
+        Raises PersonaNotFoundError, InvalidPersonaError (before any API call) or ElevenLabsError.
+        """
+        persona = self.store.require(persona_id)
+        spec = persona_spec(persona)
+        if persona.elevenlabs_agent_id and not force:
+            return self._result(spec, Outcome.PRESENT, persona.elevenlabs_agent_id)
+        return self._provision_claimed(spec, force=force)
+
+    def recreate_agent(self, persona_id: int) -> ProvisionResult:
+        return self.ensure_agent(persona_id, force=True)
+
+    def provision_many(
+        self,
+        persona_ids: Iterable[int],
+        *,
+        concurrency: int = 5,
+        force: bool = False,
+        on_result: Callable[[ProvisionResult], None] | None = None,
+    ) -> list[ProvisionResult]:
+        """Provision many personas concurrently; one persona's failure never stops the others.
+
+        An authentication or permission error stops the batch: every further call would fail the same way.
+        """
+        ids = list(persona_ids)
+        results: dict[int, ProvisionResult] = {}
+        fatal: list[ElevenLabsError] = []
+
+        def one(persona_id: int) -> ProvisionResult:
+            if fatal:
+                return ProvisionResult(persona_id, Outcome.FAILED, error=f"not attempted: {fatal[0]}")
+            try:
+                result = self.ensure_agent(persona_id, force=force)
+            except PersonaNotFoundError as exc:
+                result = ProvisionResult(persona_id, Outcome.NOT_FOUND, error=str(exc))
+            except InvalidPersonaError as exc:
+                result = ProvisionResult(persona_id, Outcome.INVALID, error=str(exc))
+            except (AuthenticationError, PermissionDeniedError) as exc:
+                fatal.append(exc)
+                result = ProvisionResult(persona_id, Outcome.FAILED, error=str(exc))
+            except (ElevenLabsError, ClaimTimeoutError) as exc:
+                result = ProvisionResult(persona_id, Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
+            if on_result:
+                on_result(result)
+            return result
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="provision") as pool:
+            for result in pool.map(one, ids):
+                results[result.persona_id] = result
+        return [results[persona_id] for persona_id in ids]
+
+    def check_agent(self, persona_id: int) -> AgentCheck:
+        """Compare the persona's remote agent with the voice and prompt its current traits produce."""
+        persona = self.store.require(persona_id)
+        agent_id = persona.elevenlabs_agent_id
+        if not agent_id:
+            return AgentCheck(persona_id, None, False, False, False, ("persona has no agent recorded",))
+        try:
+            remote = self.client.get_agent(agent_id)
+        except NotFoundError:
+            return AgentCheck(persona_id, agent_id, False, False, False, (f"agent {agent_id} is gone from ElevenLabs",))
+        try:
+            wanted = self.payload_for(persona_spec(persona))["conversation_config"]
+        except InvalidPersonaError as exc:
+            return AgentCheck(persona_id, agent_id, True, False, False, (str(exc),))
+        config = remote.get("conversation_config") or {}
+        remote_voice = (config.get("tts") or {}).get("voice_id")
+        remote_prompt = ((config.get("agent") or {}).get("prompt") or {}).get("prompt")
+        problems = []
+        voice_ok = remote_voice == wanted["tts"]["voice_id"]
+        prompt_ok = remote_prompt == wanted["agent"]["prompt"]["prompt"]
+        if not voice_ok:
+            problems.append(f"voice is {remote_voice}, traits give {wanted['tts']['voice_id']}")
+        if not prompt_ok:
+            problems.append("prompt differs from the one the current traits produce")
+        return AgentCheck(persona_id, agent_id, True, voice_ok, prompt_ok, tuple(problems))
+
+    # ---- the exactly-once core ------------------------------------------------------------------
+
+    def _claim(self, persona_id: int, *, replacing: bool) -> Claim:
+        """Claim the persona, waiting (bounded) while another caller's live claim holds it.
+
+        Returns an unacquired claim only when another caller finished the agent while we waited.
+        """
+        deadline = time.monotonic() + self.claim_wait.total_seconds()
+        delay = 0.05
+        while True:
+            claim = self.store.try_claim(persona_id, self.owner, self.claim_lease, replacing=replacing)
+            if claim.persona is None:
+                raise PersonaNotFoundError(persona_id)
+            if claim.acquired or (claim.persona.elevenlabs_agent_id and not replacing):
+                return claim
+            if time.monotonic() >= deadline:
+                raise ClaimTimeoutError(
+                    f"persona {persona_id} is being provisioned by {claim.persona.agent_claim_owner}; "
+                    f"gave up waiting after {self.claim_wait.total_seconds():.0f}s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _provision_claimed(self, spec: PersonaSpec, *, force: bool) -> ProvisionResult:
+        persona_id = spec.persona_id
+        claim = self._claim(persona_id, replacing=force)
+        before = claim.persona
+        if not claim.acquired:
+            return self._result(spec, Outcome.PRESENT, before.elevenlabs_agent_id)
+        old_agent = before.elevenlabs_agent_id if force else None
+
+        payload = self.payload_for(spec)
+        create_sent = before.agent_create_attempted_at is not None
+        try:
+            agent_id, created_at, outcome = None, None, Outcome.CREATED
+            if create_sent:
+                # An earlier caller crashed (or lost a response) after it may have created an agent.
+                found = self._find_existing(persona_id, exclude=old_agent)
+                if found:
+                    agent_id, created_at, outcome = found["agent_id"], _unix_to_datetime(found.get("created_at_unix_secs")), Outcome.ADOPTED
+            if agent_id is None:
+                create_sent = True
+                agent_id, outcome = self._create(spec, payload, exclude=old_agent)
+                created_at = utcnow()
+        except ElevenLabsError as exc:
+            self.store.release_claim(persona_id, self.owner, create_may_have_happened=create_sent and exc.ambiguous)
+            raise
+        except BaseException:
+            self.store.release_claim(persona_id, self.owner, create_may_have_happened=create_sent)
+            raise
+
+        if force and outcome is Outcome.CREATED:
+            outcome = Outcome.RECREATED
+        saved = self.store.record_agent(
+            persona_id,
+            self.owner,
+            agent_id=agent_id,
+            voice_id=payload["conversation_config"]["tts"]["voice_id"],
+            conversation_prompt=payload["conversation_config"]["agent"]["prompt"]["prompt"],
+            voice_settings=voice_settings(spec),
+            config_hash=config_hash(payload),
+            action=outcome.value,
+            reason="recreate requested" if force else ("agent found by persona identity" if outcome is Outcome.ADOPTED else "persona had no agent"),
+            created_at=created_at or utcnow(),
+        )
+        if not saved:
+            return self._lost_claim(spec, agent_id)
+        if old_agent and old_agent != agent_id:
+            self._delete_remote(persona_id, old_agent, reason=f"replaced by {agent_id}")
+        log.info("persona %s: %s agent %s", persona_id, outcome.value, agent_id)
+        return self._result(spec, outcome, agent_id)
+
+    def _lost_claim(self, spec: PersonaSpec, agent_id: str) -> ProvisionResult:
+        """Our lease ran out and another caller took over; keep theirs, remove ours so nothing is orphaned."""
+        current = self.store.require(spec.persona_id)
+        if current.elevenlabs_agent_id and current.elevenlabs_agent_id != agent_id:
+            self._delete_remote(spec.persona_id, agent_id, reason="duplicate after a lost claim")
+            return self._result(spec, Outcome.PRESENT, current.elevenlabs_agent_id)
+        raise ClaimTimeoutError(f"persona {spec.persona_id}: claim lost before agent {agent_id} could be saved")
+
+    def _create(self, spec: PersonaSpec, payload: dict[str, Any], *, exclude: str | None) -> tuple[str, Outcome]:
+        """Create the agent; after an ambiguous failure adopt what the server made instead of creating again."""
+        last_error: ElevenLabsError | None = None
+        for attempt in range(self.max_create_attempts):
+            try:
+                return self.client.create_agent(payload), Outcome.CREATED
+            except ElevenLabsError as exc:
+                if not (exc.ambiguous or isinstance(exc, RateLimitedError)):
+                    raise
+                last_error = exc
+                log.warning("persona %s: create attempt %d failed (%s)", spec.persona_id, attempt + 1, exc)
+                if exc.ambiguous:
+                    found = self._find_existing(spec.persona_id, exclude=exclude)
+                    if found:
+                        return found["agent_id"], Outcome.ADOPTED
+                wait = exc.retry_after if isinstance(exc, RateLimitedError) and exc.retry_after else None
+                time.sleep(wait or random.uniform(0, min(30.0, 0.5 * 2**attempt)))
+        assert last_error is not None
+        raise last_error
+
+    def _find_existing(self, persona_id: int, *, exclude: str | None) -> dict[str, Any] | None:
+        """The oldest remote agent carrying this persona's identity (other than `exclude`), if any."""
+        tag = identity_tag(persona_id)
+        matches = [
+            agent
+            for agent in self.client.list_agents(search=identity_marker(persona_id))
+            if tag in (agent.get("tags") or []) and agent.get("agent_id") != exclude
+        ]
+        if not matches:
+            return None
+        matches.sort(key=lambda agent: (agent.get("created_at_unix_secs") or 0, agent["agent_id"]))
+        if len(matches) > 1:
+            log.warning(
+                "persona %s: %d agents carry its identity; adopting %s, `persona-agents plan` lists the rest",
+                persona_id,
+                len(matches),
+                matches[0]["agent_id"],
+            )
+        return matches[0]
+
+    def _delete_remote(self, persona_id: int, agent_id: str, *, reason: str) -> None:
+        try:
+            self.client.delete_agent(agent_id)
+        except NotFoundError:
+            pass
+        self.store.record_event(persona_id, agent_id, "deleted", reason)
