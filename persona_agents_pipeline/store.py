@@ -115,7 +115,7 @@ class PersonaStore:
         """Validate every row first, then insert them all in one transaction; all or nothing."""
         personas = []
         for number, row in enumerate(rows, start=1):
-            label = row.get("name") or f"row {number}"
+            label = f"row {number}" + (f" ({row['name'][:40]})" if isinstance(row.get("name"), str) and row["name"].strip() else "")
             spec = validate_persona(
                 label,
                 row.get("name"),

@@ -1,0 +1,44 @@
+"""Python API mirroring the original model methods, for application code.
+
+    from persona_agents_pipeline import api
+    agent_id = api.ensure_agent(persona_id)   # before a training session starts
+
+Each function takes an optional `service`; without one it builds a service from the environment once.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .config import Settings
+from .models import Persona
+from .provisioning import ProvisioningService, ProvisionResult
+
+
+@lru_cache(maxsize=1)
+def default_service() -> ProvisioningService:
+    return ProvisioningService.from_settings(Settings.from_env())
+
+
+def has_elevenlabs_agent(persona_id: int, service: ProvisioningService | None = None) -> bool:
+    return (service or default_service()).store.require(persona_id).has_elevenlabs_agent
+
+
+def create_elevenlabs_agent(persona_id: int, service: ProvisioningService | None = None) -> ProvisionResult:
+    """Create the persona's agent unless it has one (then nothing is sent)."""
+    return (service or default_service()).ensure_agent(persona_id)
+
+
+def ensure_agent(persona_id: int, service: ProvisioningService | None = None) -> str:
+    """The persona's agent id, creating the agent first if needed; safe to call from many processes at once."""
+    result = (service or default_service()).ensure_agent(persona_id)
+    assert result.agent_id is not None
+    return result.agent_id
+
+
+def personas_without_agents(service: ProvisioningService | None = None) -> list[Persona]:
+    return (service or default_service()).store.without_agents()
+
+
+def personas_with_agents(service: ProvisioningService | None = None) -> list[Persona]:
+    return (service or default_service()).store.with_agents()

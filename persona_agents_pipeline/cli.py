@@ -1,0 +1,383 @@
+"""`persona-agents`: the operations of the original rake tasks, plus set-up helpers."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .config import ConfigurationError, Settings, load_api_key
+from .demo_data import demo_personas
+from .elevenlabs.errors import ElevenLabsError
+from .models import Persona
+from .provisioning import Outcome, ProvisioningService, ProvisionResult
+from .store import PersonaNotFoundError, PersonaStore, persona_spec
+from .voice_policy import TRAIT_FIELDS, InvalidPersonaError, choose_voice
+
+console = Console(stderr=True)
+out = Console(highlight=False)
+
+
+class CommandError(click.ClickException):
+    """A clear, expected failure: printed without a traceback, exit code 1."""
+
+    def show(self, file=None) -> None:
+        console.print(f"[bold red]Error:[/] {self.format_message()}")
+
+
+def friendly_errors(command: Callable) -> Callable:
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (ConfigurationError, ElevenLabsError, InvalidPersonaError, PersonaNotFoundError) as exc:
+            raise CommandError(str(exc)) from None
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _store(settings: Settings) -> PersonaStore:
+    return PersonaStore(settings.database_url)
+
+
+def _service(settings: Settings) -> ProvisioningService:
+    return ProvisioningService.from_settings(settings, api_key=load_api_key(), store=_store(settings))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Give every persona exactly one ElevenLabs conversational agent, and keep it so."""
+
+
+# ---- database and personas ----------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@friendly_errors
+def db_upgrade() -> None:
+    """Create the personas table, or add the agent columns to an existing one; safe to run again."""
+    store = _store(_settings())
+    applied = store.upgrade()
+    out.print(f"Applied {', '.join(applied)}." if applied else "Schema is up to date; nothing to do.")
+
+
+@main.group()
+def personas() -> None:
+    """Load personas."""
+
+
+@personas.command("add")
+@click.option("--name", required=True)
+@click.option("--temper-level", type=float, required=True)
+@click.option("--chattiness", type=float, required=True)
+@click.option("--emotional-attachment", type=float, required=True)
+@click.option("--description", default=None)
+@friendly_errors
+def personas_add(name, temper_level, chattiness, emotional_attachment, description) -> None:
+    """Add one persona (traits are numbers in 0..1)."""
+    [persona_id] = _store(_settings()).add_personas(
+        [
+            {
+                "name": name,
+                "temper_level": temper_level,
+                "chattiness": chattiness,
+                "emotional_attachment": emotional_attachment,
+                "description": description,
+            }
+        ]
+    )
+    out.print(f"Added persona {persona_id}.")
+
+
+@personas.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@friendly_errors
+def personas_import(csv_file: Path) -> None:
+    """Import personas from a CSV with columns name, temper_level, chattiness, emotional_attachment[, description].
+
+    Every row is validated first; one bad row imports nothing.
+    """
+    import pandas as pd
+
+    frame = pd.read_csv(csv_file, dtype={"name": "string", "description": "string"}, keep_default_na=True)
+    required = {"name", "temper_level", "chattiness", "emotional_attachment"}
+    missing = required - set(frame.columns)
+    if missing:
+        raise CommandError(f"{csv_file} lacks column(s) {', '.join(sorted(missing))}")
+    rows = [
+        {key: _csv_value(value, numeric=key in TRAIT_FIELDS) for key, value in record.items()}
+        for record in frame.to_dict("records")
+    ]
+    try:
+        ids = _store(_settings()).add_personas(rows)
+    except InvalidPersonaError as exc:
+        raise CommandError(f"{csv_file}: {exc}; nothing was imported") from None
+    out.print(f"Imported {len(ids)} personas from {csv_file}.")
+
+
+def _csv_value(value, *, numeric: bool):
+    """Empty cells become None; numeric text in trait columns becomes a number; the rest is left to validation."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if numeric and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+@main.command("demo-data")
+@click.argument("count", type=click.IntRange(min=1))
+@click.option("--seed", type=int, default=7, show_default=True)
+@friendly_errors
+def demo_data(count: int, seed: int) -> None:
+    """Seed COUNT varied demo personas."""
+    ids = _store(_settings()).add_personas(demo_personas(count, seed))
+    out.print(f"Added {len(ids)} demo personas (ids {ids[0]}..{ids[-1]}).")
+
+
+# ---- agent operations ---------------------------------------------------------------------------
+
+
+def _confirm_or_refuse(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CommandError("no terminal to confirm on; pass --yes to proceed without confirmation")
+    if not click.confirm(question, default=False):
+        raise CommandError("cancelled; nothing was changed")
+
+
+def _preflight(service: ProvisioningService) -> None:
+    """One cheap authenticated call first, so a wrong key fails once and clearly, before any write."""
+    next(iter(service.client.list_agents(page_size=1)), None)
+
+
+@main.command("create-missing-agents")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="Parallel requests (default: the configured API concurrency).")
+@friendly_errors
+def create_missing_agents(yes: bool, concurrency: int | None) -> None:
+    """Create agents for every persona that lacks one."""
+    settings = _settings()
+    service = _service(settings)
+    candidates = service.store.without_agents()
+    if not candidates:
+        out.print("Every persona has an agent; nothing to do.")
+        return
+
+    valid: list[Persona] = []
+    invalid: list[ProvisionResult] = []
+    for persona in candidates:
+        try:
+            persona_spec(persona)
+            valid.append(persona)
+        except InvalidPersonaError as exc:
+            invalid.append(ProvisionResult(persona.id, Outcome.INVALID, error=str(exc)))
+
+    out.print(f"{len(valid)} persona(s) without an agent:")
+    for persona in valid[:20]:
+        out.print(f"  {persona.id:>8}  {persona.name}")
+    if len(valid) > 20:
+        out.print(f"  ... and {len(valid) - 20} more")
+    for result in invalid:
+        out.print(f"  [yellow]skipping invalid[/] {result.error}")
+
+    results: list[ProvisionResult] = list(invalid)
+    if valid:
+        _confirm_or_refuse(f"Create {len(valid)} ElevenLabs agent(s)?", yes)
+        _preflight(service)
+        with Progress(
+            TextColumn("Creating agents"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
+            task = progress.add_task("create", total=len(valid))
+            results += service.provision_many(
+                [persona.id for persona in valid],
+                concurrency=concurrency or settings.max_concurrent,
+                on_result=lambda _result: progress.advance(task),
+            )
+    _print_summary(results)
+    if any(not result.ok for result in results):
+        sys.exit(1)
+
+
+def _print_summary(results: list[ProvisionResult]) -> None:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
+    created = counts.get("created", 0) + counts.get("recreated", 0)
+    out.print(
+        f"Summary: {created} created, {counts.get('adopted', 0)} adopted, {counts.get('present', 0)} skipped "
+        f"(already had an agent), {counts.get('invalid', 0)} invalid, "
+        f"{counts.get('failed', 0) + counts.get('not_found', 0)} failed."
+    )
+    for result in results:
+        if not result.ok:
+            out.print(f"  [red]{result.outcome.value}[/] persona {result.persona_id}: {result.error}")
+
+
+def _status_rows(store: PersonaStore) -> Iterator[dict]:
+    for persona in store.iter_personas():
+        try:
+            spec = persona_spec(persona)
+            voice = choose_voice(spec).name
+            problem = ""
+        except InvalidPersonaError as exc:
+            voice, problem = "", exc.reason and f"{exc.field} {exc.reason}"
+        if persona.elevenlabs_agent_id:
+            status = "active"
+        elif problem:
+            status = "invalid"
+        elif persona.agent_claim_owner:
+            status = "in_progress"
+        else:
+            status = "missing"
+        yield {
+            "id": persona.id,
+            "name": persona.name,
+            "status": status,
+            "voice": voice,
+            "agent_id": persona.elevenlabs_agent_id or "",
+            "agent_created_at": persona.agent_created_at.isoformat(timespec="seconds") if persona.agent_created_at else "",
+            "problem": problem,
+        }
+
+
+@main.command("list-agent-status")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@friendly_errors
+def list_agent_status(fmt: str) -> None:
+    """Every persona and its agent status (streams; flat memory at any size)."""
+    rows = _status_rows(_store(_settings()))
+    counts: dict[str, int] = {}
+    stream = sys.stdout
+    if fmt == "csv":
+        writer = None
+        for row in rows:
+            if writer is None:
+                writer = csv.DictWriter(stream, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+        return
+    if fmt == "json":
+        stream.write("[")
+        for number, row in enumerate(rows):
+            stream.write(("," if number else "") + "\n  " + json.dumps(row))
+        stream.write("\n]\n")
+        return
+    header = f"{'ID':>8}  {'NAME':<28}  {'STATUS':<11}  {'VOICE':<6}  {'AGENT ID':<34}  CREATED"
+    stream.write(header + "\n")
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        name = (row["name"] or "")[:28]
+        stream.write(
+            f"{row['id']:>8}  {name:<28}  {row['status']:<11}  {row['voice']:<6}  {row['agent_id']:<34}  "
+            f"{row['agent_created_at']}{'  ' + row['problem'] if row['problem'] else ''}\n"
+        )
+    total = sum(counts.values())
+    stream.write(f"{total} personas: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + "\n")
+
+
+@main.command("recreate-agent")
+@click.argument("persona_id", type=int)
+@friendly_errors
+def recreate_agent(persona_id: int) -> None:
+    """Force a new agent for one persona; the old remote agent is deleted after the new one is saved."""
+    service = _service(_settings())
+    old = service.store.require(persona_id).elevenlabs_agent_id
+    result = service.recreate_agent(persona_id)
+    replaced = f" (replaced {old}, now deleted)" if old else ""
+    out.print(f"Persona {persona_id}: agent {result.agent_id}, voice {result.voice_name}{replaced}.")
+
+
+@main.command("test-connection")
+@friendly_errors
+def test_connection() -> None:
+    """Check reachability, the key and its permissions, and that every configured voice exists."""
+    settings = _settings()
+    service = _service(settings)
+    report = service.client.test_connection(settings.voice_catalogue)
+    mark = {True: "[green]ok[/]", False: "[red]failed[/]", None: "[yellow]not checked[/]"}
+    out.print(f"ElevenLabs API at {report.base_url}")
+    out.print(f"  reachable:        {mark[report.reachable]}")
+    out.print(f"  key accepted:     {mark[report.authenticated]}")
+    out.print(f"  can read agents:  {mark[report.can_read_agents]}")
+    for name, voice_id in report.voices_found.items():
+        out.print(f"  voice {name:<10} {voice_id}  [green]found[/]")
+    for name, voice_id in report.voices_missing.items():
+        out.print(f"  voice {name:<10} {voice_id}  [red]missing[/]")
+    for problem in report.problems:
+        out.print(f"[red]Problem:[/] {problem.problem}\n  [bold]What to do:[/] {problem.what_to_do}")
+    if not report.ok:
+        sys.exit(1)
+    out.print("[green]Connection OK.[/]")
+
+
+@main.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--api-key", "api_keys", multiple=True, default=["sandbox-test-key"], show_default=True)
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Keep agents in this file across restarts.")
+@click.option("--latency", type=float, default=0.0, show_default=True, help="Seconds added to every request.")
+@click.option("--rate-limit", type=float, default=None, help="Requests per second before 429.")
+@click.option("--max-concurrent", type=int, default=None, help="Concurrent requests before 429.")
+@click.option("--retry-after/--no-retry-after", default=True, show_default=True, help="Send Retry-After on 429.")
+@click.option("--error-rate", type=float, default=0.0, show_default=True, help="Fraction of requests answered 5xx.")
+@click.option("--drop-after-create-rate", type=float, default=0.0, show_default=True, help="Fraction of creates whose response is dropped after the agent exists.")
+@click.option("--seed", type=int, default=None)
+def sandbox(**options) -> None:
+    """Run the local ElevenLabs sandbox (agents and voices API) until interrupted."""
+    from .sandbox.server import run_sandbox
+
+    run_sandbox(**options)
+
+
+@main.command("demo")
+@click.option("--personas", "count", type=click.IntRange(min=1), default=25, show_default=True)
+@friendly_errors
+def demo(count: int) -> None:
+    """End to end on the embedded default: a local sandbox, the SQLite store, demo personas, their agents."""
+    from .config import data_dir
+    from .sandbox.server import SandboxServer
+
+    settings = _settings()
+    store = _store(settings)
+    store.upgrade()
+    if store.count() == 0:
+        store.add_personas(demo_personas(count))
+        out.print(f"Seeded {count} demo personas into {store!r}.")
+    with SandboxServer(state_path=data_dir() / "sandbox-agents.db") as sandbox:
+        out.print(f"ElevenLabs sandbox listening on {sandbox.url}")
+        demo_settings = dataclasses.replace(settings, base_url=sandbox.url)
+        service = ProvisioningService.from_settings(demo_settings, api_key="sandbox-test-key", store=store)
+        missing = store.ids_without_agents()
+        with Progress(
+            TextColumn("Creating agents"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
+            task = progress.add_task("create", total=len(missing))
+            results = service.provision_many(
+                missing, concurrency=settings.max_concurrent, on_result=lambda _result: progress.advance(task)
+            )
+        _print_summary(results)
+        out.print(f"The sandbox now holds {len(sandbox.agents())} agents; status by persona:")
+    click.get_current_context().invoke(list_agent_status, fmt="table")
