@@ -68,3 +68,23 @@ def store(database_url):
 
 
 # ---- ElevenLabs sandbox ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox():
+    """A fresh in-memory sandbox on a free loopback port."""
+    from persona_agents_pipeline.sandbox import SandboxServer
+
+    with SandboxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox_client(sandbox):
+    from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
+
+    with ElevenLabsClient("sandbox-test-key", sandbox.url, backoff_base=0.01, backoff_max=0.05) as client:
+        yield client
+
+
+# ---- end of ElevenLabs sandbox -----------------------------------------------------------------
