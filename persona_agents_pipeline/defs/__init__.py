@@ -1,0 +1,1 @@
+"""Dagster definitions, split by kind; `persona_agents_pipeline.definitions` puts them together."""

@@ -1,0 +1,185 @@
+"""Assets: the personas table (observed source) -> persona_agent (one partition per persona) -> agent_status_report."""
+
+
+from collections import Counter
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from ..models import utcnow
+from ..provisioning import Outcome, ProvisionResult
+from ..store import persona_spec
+from ..voice_policy import InvalidPersonaError
+from .partitions import RUN_BATCH_SIZE, personas_partitions
+from .resources import ElevenLabsResource, PersonaStoreResource, dashboard_url, provisioning_service
+
+GROUP = "persona_agents"
+ELEVENLABS_POOL = "elevenlabs_api"
+
+# Transient API errors (5xx, timeouts, 429 after the client's own Retry-After waits) retry the step;
+# the retried step redoes only what is still missing, because provisioning is idempotent.
+TRANSIENT_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=20, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+# Failures that another attempt cannot fix.
+PERMANENT = {Outcome.INVALID, Outcome.NOT_FOUND}
+
+
+@dg.observable_source_asset(
+    name="personas",
+    group_name=GROUP,
+    description="The application's `personas` table. Its data version changes with every insert, delete or trait edit.",
+)
+def personas(persona_store: PersonaStoreResource) -> dg.ObserveResult:
+    store = persona_store.get_store()
+    seq, count = store.latest_change_seq(), store.count()
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(f"{seq}-{count}"),
+        metadata={"personas": dg.MetadataValue.int(count), "latest_change_seq": dg.MetadataValue.int(seq)},
+    )
+
+
+class PersonaAgentConfig(dg.Config):
+    force: bool = Field(
+        default=False,
+        description="Recreate the agent even if the persona has one (the old agent is deleted after the new one is saved).",
+    )
+
+
+def partition_metadata(result: ProvisionResult, force: bool) -> dict[str, dg.MetadataValue]:
+    agent_id = result.agent_id or ""
+    note = {
+        Outcome.CREATED: "agent created",
+        Outcome.ADOPTED: "an existing agent carrying this persona's identity was adopted",
+        Outcome.PRESENT: "no-op: the persona already has an agent; materialize with config force: true to recreate it",
+        Outcome.RECREATED: "agent recreated (force); the previous agent was deleted",
+    }[result.outcome]
+    return {
+        "outcome": dg.MetadataValue.text(result.outcome.value),
+        "note": dg.MetadataValue.text(note),
+        "agent_id": dg.MetadataValue.text(agent_id),
+        "voice_name": dg.MetadataValue.text(result.voice_name or ""),
+        "voice_id": dg.MetadataValue.text(result.voice_id or ""),
+        "voice_settings": dg.MetadataValue.json(result.voice_settings or {}),
+        "dashboard": dg.MetadataValue.url(dashboard_url(agent_id)),
+        "force": dg.MetadataValue.bool(force),
+    }
+
+
+def _failure_text(failed: list[ProvisionResult]) -> str:
+    lines = [f"{len(failed)} persona(s) failed:"]
+    lines += [f"- persona {r.persona_id} ({r.outcome.value}): {r.error}" for r in failed]
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=personas_partitions,
+    deps=[personas],
+    group_name=GROUP,
+    kinds={"elevenlabs"},
+    pool=ELEVENLABS_POOL,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=RUN_BATCH_SIZE),
+    retry_policy=TRANSIENT_RETRY,
+    # Materializations are recorded per partition (each with its own metadata), so a batch in which some
+    # personas fail still shows the others as materialized and only the failed ones as failed.
+    output_required=False,
+    description="Exactly one ElevenLabs conversational agent per persona (partition key = persona id).",
+)
+def persona_agent(
+    context: dg.AssetExecutionContext,
+    config: PersonaAgentConfig,
+    persona_store: PersonaStoreResource,
+    elevenlabs: ElevenLabsResource,
+):
+    keys = list(context.partition_keys)
+    ids: list[int] = []
+    failed: list[ProvisionResult] = []
+    for key in keys:
+        try:
+            ids.append(int(key))
+        except ValueError:
+            failed.append(ProvisionResult(-1, Outcome.INVALID, error=f"partition key {key!r} is not a persona id"))
+
+    service = provisioning_service(persona_store, elevenlabs)
+    context.log.info("provisioning %d persona(s), force=%s", len(ids), config.force)
+    try:
+        results = service.provision_many(ids, concurrency=elevenlabs.concurrency(), force=config.force)
+    finally:
+        service.client.close()
+    succeeded = [r for r in results if r.ok]
+    failed += [r for r in results if not r.ok]
+    counts = Counter(r.outcome.value for r in results)
+
+    if not failed:
+        for result in succeeded:
+            context.add_asset_metadata(partition_metadata(result, config.force), partition_key=str(result.persona_id))
+        yield dg.MaterializeResult(metadata={f"batch_{name}": dg.MetadataValue.int(n) for name, n in counts.items()})
+        return
+
+    for result in succeeded:
+        yield dg.AssetMaterialization(
+            asset_key=context.asset_key,
+            partition=str(result.persona_id),
+            metadata=partition_metadata(result, config.force),
+        )
+    metadata = {
+        "failed_personas": dg.MetadataValue.json(
+            [{"persona_id": r.persona_id, "outcome": r.outcome.value, "reason": r.error} for r in failed]
+        ),
+        "succeeded": dg.MetadataValue.int(len(succeeded)),
+    }
+    permanent_only = all(r.outcome in PERMANENT for r in failed)
+    raise dg.Failure(
+        description=_failure_text(failed)
+        + ("" if permanent_only else "\nTransient errors: the step retries, redoing only what is still missing."),
+        metadata=metadata,
+        allow_retries=not permanent_only,
+    )
+
+
+def persona_status(persona, now) -> str:
+    if persona.elevenlabs_agent_id:
+        return "agent"
+    try:
+        persona_spec(persona)
+    except InvalidPersonaError:
+        return "invalid"
+    if persona.agent_claim_owner and persona.agent_claim_expires_at and persona.agent_claim_expires_at > now:
+        return "in_progress"
+    if persona.agent_create_attempted_at:
+        return "interrupted"
+    return "missing"
+
+
+STATUSES = ("agent", "missing", "in_progress", "interrupted", "invalid")
+
+
+@dg.asset(
+    deps=[persona_agent],
+    group_name=GROUP,
+    kinds={"pandas"},
+    description="Counts of personas by agent status (agent, missing, in_progress, interrupted, invalid).",
+)
+def agent_status_report(persona_store: PersonaStoreResource) -> dg.Output[pd.DataFrame]:
+    now = utcnow()
+    counts: Counter[str] = Counter({status: 0 for status in STATUSES})
+    examples: dict[str, list[int]] = {}
+    for persona in persona_store.get_store().iter_personas():
+        status = persona_status(persona, now)
+        counts[status] += 1
+        if status != "agent" and len(examples.setdefault(status, [])) < 20:
+            examples[status].append(persona.id)
+    frame = pd.DataFrame({"status": list(counts), "personas": [counts[s] for s in counts]})
+    total = int(frame["personas"].sum())
+    table = "| status | personas |\n|---|---:|\n" + "\n".join(f"| {s} | {n} |" for s, n in counts.items())
+    table += f"\n| **total** | **{total}** |"
+    metadata = {f"count_{status}": dg.MetadataValue.int(n) for status, n in counts.items()}
+    metadata["total"] = dg.MetadataValue.int(total)
+    metadata["status_table"] = dg.MetadataValue.md(table)
+    if examples:
+        metadata["examples_without_agent"] = dg.MetadataValue.json(examples)
+    return dg.Output(frame, metadata=metadata)
+
+
+__all__ = ["personas", "persona_agent", "agent_status_report", "PersonaAgentConfig", "ELEVENLABS_POOL", "GROUP"]

@@ -1,0 +1,81 @@
+"""Resources: the persona store and the ElevenLabs API, and the provisioning service built from both."""
+
+
+import threading
+
+import dagster as dg
+from pydantic import Field
+
+from ..config import Settings
+from ..elevenlabs.client import ElevenLabsClient
+from ..elevenlabs.rate_limit import RequestLimiter
+from ..provisioning import ProvisioningService
+from ..store import PersonaStore
+
+_stores: dict[str, PersonaStore] = {}
+_stores_lock = threading.Lock()
+
+
+def _shared_store(database_url: str) -> PersonaStore:
+    # One engine (and connection pool) per database per process: sensors tick every few seconds in the
+    # same code server, and a fresh engine per tick would leak pools.
+    with _stores_lock:
+        store = _stores.get(database_url)
+        if store is None:
+            store = _stores[database_url] = PersonaStore(database_url)
+        return store
+
+
+class PersonaStoreResource(dg.ConfigurableResource):
+    """The application database holding `personas` (SQLite or PostgreSQL)."""
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the persona database; empty means PERSONAS_DATABASE_URL (or the local default).",
+    )
+
+    def resolved_url(self) -> str:
+        return self.database_url or Settings.from_env().database_url
+
+    def get_store(self) -> PersonaStore:
+        return _shared_store(self.resolved_url())
+
+
+class ElevenLabsResource(dg.ConfigurableResource):
+    """The ElevenLabs agents API. Give `api_key` as `EnvVar("ELEVENLABS_API_KEY")` so it never shows in the UI."""
+
+    api_key: str = Field(description="ElevenLabs API key; set it through an environment variable.")
+    base_url: str | None = Field(
+        default=None, description="API base URL; empty means ELEVENLABS_BASE_URL or https://api.elevenlabs.io."
+    )
+    rate_limit: float | None = Field(
+        default=None, description="Requests per second this process may send; empty means ELEVENLABS_RATE_LIMIT (5)."
+    )
+    max_concurrent: int | None = Field(
+        default=None, description="Requests in flight at once; empty means ELEVENLABS_MAX_CONCURRENT (4)."
+    )
+
+    def settings(self) -> Settings:
+        return Settings.from_env()
+
+    def concurrency(self) -> int:
+        return self.max_concurrent or self.settings().max_concurrent
+
+    def build_client(self) -> ElevenLabsClient:
+        settings = self.settings()
+        limiter = RequestLimiter(self.rate_limit or settings.rate_limit, self.concurrency())
+        return ElevenLabsClient(self.api_key, (self.base_url or settings.base_url).rstrip("/"), limiter=limiter)
+
+
+def provisioning_service(persona_store: PersonaStoreResource, elevenlabs: ElevenLabsResource) -> ProvisioningService:
+    settings = elevenlabs.settings()
+    return ProvisioningService(
+        persona_store.get_store(),
+        elevenlabs.build_client(),
+        settings.voice_catalogue,
+        tts_model=settings.tts_model,
+    )
+
+
+def dashboard_url(agent_id: str) -> str:
+    return f"{Settings.from_env().dashboard_url.rstrip('/')}/{agent_id}"

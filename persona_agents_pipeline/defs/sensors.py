@@ -1,0 +1,101 @@
+"""`new_personas_sensor`: follows the persona change log, keeps the partitions in step and requests new agents."""
+
+
+import os
+from typing import Sequence
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from ..config import Settings
+from .assets import persona_agent
+from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
+from .resources import PersonaStoreResource
+
+# Bounded work per tick (Dagster gives a sensor evaluation 60 s); the rest waits for the next tick.
+MAX_CHANGES_PER_TICK = 20_000
+SENSOR_INTERVAL_SECONDS = int(os.environ.get("PERSONA_AGENTS_SENSOR_INTERVAL", "30"))
+
+
+def automation_status() -> dg.DefaultSensorStatus:
+    """Running by default only where auto-creation is on (production, or AUTO_CREATE_ELEVENLABS_AGENTS=true)."""
+    try:
+        on = Settings.from_env().auto_create
+    except Exception:  # a misconfigured environment must not stop the code location from loading
+        on = False
+    return dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED
+
+
+def range_run_request(keys: Sequence[str], run_key: str | None, reason: str) -> dg.RunRequest:
+    """One run over the partition range keys[0]..keys[-1] (keys contiguous in the partitions' order)."""
+    return dg.RunRequest(
+        run_key=run_key,
+        asset_selection=[persona_agent.key],
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: keys[0],
+            ASSET_PARTITION_RANGE_END_TAG: keys[-1],
+            "persona_agents/reason": reason,
+            "persona_agents/batch_size": str(len(keys)),
+        },
+    )
+
+
+def batches(keys: Sequence[str], size: int = RUN_BATCH_SIZE) -> list[list[str]]:
+    return [list(keys[start : start + size]) for start in range(0, len(keys), size)]
+
+
+@dg.sensor(
+    name="new_personas_sensor",
+    target=[persona_agent],
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=automation_status(),
+    description="Adds a partition for each new persona and requests their agents in batched runs; removes "
+    "partitions of deleted personas. Reads only the change log entries after its cursor.",
+)
+def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
+    cursor = int(context.cursor or 0)
+    changes = persona_store.get_store().changes_since(cursor, limit=MAX_CHANGES_PER_TICK)
+    if not changes:
+        return dg.SkipReason(f"no persona changes after seq {cursor}")
+
+    # Net effect of this slice of the log, in order: an insert followed by a delete cancels out.
+    # Trait edits ('update') are for drift handling and are passed over here.
+    inserted: dict[str, None] = {}
+    deleted: dict[str, None] = {}
+    for change in changes:
+        key = persona_key(change.persona_id)
+        if change.change == "insert":
+            inserted[key] = None
+            deleted.pop(key, None)
+        elif change.change == "delete":
+            if key in inserted:
+                inserted.pop(key)
+            else:
+                deleted[key] = None
+
+    instance = context.instance
+    name = personas_partitions.name
+    new_keys = [key for key in inserted if not instance.has_dynamic_partition(name, key)]
+    gone_keys = [key for key in deleted if instance.has_dynamic_partition(name, key)]
+    last_seq = changes[-1].seq
+
+    partition_requests = []
+    if new_keys:
+        partition_requests.append(personas_partitions.build_add_request(new_keys))
+    if gone_keys:
+        partition_requests.append(personas_partitions.build_delete_request(gone_keys))
+    # New keys are appended to the partitions in this order, so each batch is a contiguous range.
+    run_requests = [
+        range_run_request(batch, run_key=f"new-personas:{batch[0]}-{batch[-1]}:{last_seq}", reason="new personas")
+        for batch in batches(new_keys)
+    ]
+    context.log.info(
+        "changes %d..%d: %d new partition(s) in %d run(s), %d removed", changes[0].seq, last_seq,
+        len(new_keys), len(run_requests), len(gone_keys),
+    )
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=partition_requests,
+        cursor=str(last_seq),
+        skip_reason=None if (run_requests or partition_requests) else f"changes up to seq {last_seq} need no action",
+    )
