@@ -154,7 +154,9 @@ class SandboxServer:
         store = AgentStore(self._state_path)
         api = SandboxApi(store, self._config, self._api_keys, self._restricted_keys)
         self._httpd = _HttpServer(self._address, api)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="elevenlabs-sandbox", daemon=True)
+        # A short poll interval keeps stop() fast (shutdown waits for the next poll).
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="elevenlabs-sandbox", daemon=True)
         self._thread.start()
         return self
 
