@@ -381,3 +381,5 @@ def demo(count: int) -> None:
         _print_summary(results)
         out.print(f"The sandbox now holds {len(sandbox.agents())} agents; status by persona:")
     click.get_current_context().invoke(list_agent_status, fmt="table")
+if __name__ == "__main__":
+    main()

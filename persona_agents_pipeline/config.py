@@ -115,6 +115,8 @@ class Settings:
     rate_limit: float = 5.0
     max_concurrent: int = 4
     dashboard_url: str = "https://elevenlabs.io/app/agents/agents"
+    # How long a claim outlives a crashed process; live processes renew theirs.
+    claim_lease_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -134,4 +136,5 @@ class Settings:
             tts_model=env.get("PERSONA_AGENTS_TTS_MODEL") or DEFAULT_TTS_MODEL,
             rate_limit=_positive_float(env, "ELEVENLABS_RATE_LIMIT", 5.0),
             max_concurrent=int(_positive_float(env, "ELEVENLABS_MAX_CONCURRENT", 4)),
+            claim_lease_seconds=_positive_float(env, "PERSONA_AGENTS_CLAIM_LEASE_SECONDS", 60.0),
         )

@@ -11,13 +11,15 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .config import Settings, load_api_key
 from .elevenlabs.client import ElevenLabsClient
@@ -100,6 +102,42 @@ def _unix_to_datetime(seconds: Any) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
 
 
+class _ClaimHeartbeat:
+    """Renews every claim this service holds while any work is in flight, so a slow create keeps its
+    claim, while a crashed process's claims expire within one lease and are taken over."""
+
+    def __init__(self, store: PersonaStore, owner: str, lease: timedelta):
+        self._store, self._owner, self._lease = store, owner, lease
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+            if self._thread is None:
+                self._stop = threading.Event()  # a fresh event: a stopping predecessor keeps its own
+                self._thread = threading.Thread(target=self._run, args=(self._stop,), name="claim-heartbeat", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                if self._in_flight == 0 and self._thread is not None:
+                    self._stop.set()
+                    self._thread = None
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self._lease.total_seconds() / 3):
+            try:
+                self._store.renew_claims(self._owner, self._lease)
+            except Exception:  # a missed renewal only shortens the lease; the next one may succeed
+                log.warning("could not renew claims of %s", self._owner, exc_info=True)
+
+
 class ProvisioningService:
     def __init__(
         self,
@@ -109,8 +147,8 @@ class ProvisioningService:
         *,
         tts_model: str = "eleven_turbo_v2",
         owner: str | None = None,
-        claim_lease: timedelta = timedelta(minutes=5),
-        claim_wait: timedelta = timedelta(minutes=2),
+        claim_lease: timedelta = timedelta(seconds=60),
+        claim_wait: timedelta | None = None,
         max_create_attempts: int = 6,
     ):
         self.store = store
@@ -119,7 +157,9 @@ class ProvisioningService:
         self.tts_model = tts_model
         self.owner = owner or _default_owner()
         self.claim_lease = claim_lease
-        self.claim_wait = claim_wait
+        # Long enough for a crashed caller's claim to expire and be taken over.
+        self.claim_wait = claim_wait or max(timedelta(minutes=2), 2 * claim_lease)
+        self._heartbeat = _ClaimHeartbeat(store, self.owner, claim_lease)
         self.max_create_attempts = max_create_attempts
 
     @classmethod
@@ -133,6 +173,7 @@ class ProvisioningService:
             client,
             settings.voice_catalogue,
             tts_model=settings.tts_model,
+            claim_lease=timedelta(seconds=settings.claim_lease_seconds),
         )
 
     # ---- desired state --------------------------------------------------------------------------
@@ -256,6 +297,10 @@ class ProvisioningService:
             delay = min(delay * 2, 1.0)
 
     def _provision_claimed(self, spec: PersonaSpec, *, force: bool) -> ProvisionResult:
+        with self._heartbeat.held():
+            return self._provision_under_heartbeat(spec, force=force)
+
+    def _provision_under_heartbeat(self, spec: PersonaSpec, *, force: bool) -> ProvisionResult:
         persona_id = spec.persona_id
         claim = self._claim(persona_id, replacing=force)
         before = claim.persona
@@ -307,7 +352,9 @@ class ProvisioningService:
     def _lost_claim(self, spec: PersonaSpec, agent_id: str) -> ProvisionResult:
         """Our lease ran out and another caller took over; keep theirs, remove ours so nothing is orphaned."""
         current = self.store.require(spec.persona_id)
-        if current.elevenlabs_agent_id and current.elevenlabs_agent_id != agent_id:
+        if current.elevenlabs_agent_id == agent_id:
+            return self._result(spec, Outcome.PRESENT, agent_id)  # the caller that took over adopted ours
+        if current.elevenlabs_agent_id:
             self._delete_remote(spec.persona_id, agent_id, reason="duplicate after a lost claim")
             return self._result(spec, Outcome.PRESENT, current.elevenlabs_agent_id)
         raise ClaimTimeoutError(f"persona {spec.persona_id}: claim lost before agent {agent_id} could be saved")

@@ -221,6 +221,15 @@ class PersonaStore:
             )
             return Claim(result.rowcount == 1, before)
 
+    def renew_claims(self, owner: str, lease: timedelta) -> int:
+        with self.session() as session:
+            return session.execute(
+                update(Persona)
+                .where(Persona.agent_claim_owner == owner)
+                .values(agent_claim_expires_at=utcnow() + lease)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+
     def release_claim(self, persona_id: int, owner: str, *, create_may_have_happened: bool) -> None:
         values: dict[str, Any] = {"agent_claim_owner": None, "agent_claim_expires_at": None}
         if not create_may_have_happened:
