@@ -314,8 +314,8 @@ def test_connection_report_all_good_with_voice_findings(sandbox_client):
     assert report.reachable and report.authenticated and report.can_read_agents
     assert report.voices_found == {"Sarah": "EXAVITQu4vr4xnSDxMaL", "Rachel": "21m00Tcm4TlvDq8ikWAM"}
     assert report.voices_missing == {"Ghost": "doesnotexist"}
-    problems = " ".join(p.problem for p in report.problems)
-    assert "legacy" in problems and "Ghost" in problems
+    assert [p.problem for p in report.problems] == ["Voice 'Ghost' (doesnotexist) does not exist for this account"]
+    assert "legacy" in report.warnings[0].problem and "Rachel" in report.warnings[0].problem
     assert KEY not in repr(report)
 
 

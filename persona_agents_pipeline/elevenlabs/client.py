@@ -67,6 +67,8 @@ class ConnectionReport:
     voices_found: dict[str, str] = field(default_factory=dict)
     voices_missing: dict[str, str] = field(default_factory=dict)
     problems: list[ConnectionProblem] = field(default_factory=list)
+    # Usable today but worth acting on (e.g. legacy voices due for retirement); they do not fail `ok`.
+    warnings: list[ConnectionProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -253,7 +255,7 @@ class ElevenLabsClient:
                     continue
             report.voices_found[name] = voice_id
             if voice.get("is_legacy"):
-                report.problems.append(ConnectionProblem(
+                report.warnings.append(ConnectionProblem(
                     f"Voice {name!r} ({voice_id}) is a legacy voice scheduled for retirement",
                     "Move this persona to a current default voice.",
                 ))
