@@ -66,9 +66,7 @@ def missing_agent_run_requests(
     description="Requests every persona that still lacks an agent, as a few wide batched runs.",
 )
 def backfill_missing_agents(context: dg.ScheduleEvaluationContext, persona_store: PersonaStoreResource):
-    requests = missing_agent_run_requests(
-        context.instance, persona_store, run_key_prefix=f"missing:{context.scheduled_execution_time:%Y%m%dT%H%M}"
-    )
+    requests = missing_agent_run_requests(context.instance, persona_store, run_key_prefix=None)
     if not requests:
         return dg.SkipReason("every persona has an agent")
     return requests

@@ -1,0 +1,31 @@
+"""Helpers for the Dagster tests: run what a sensor or schedule requested, the way the daemon would."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import dagster as dg
+
+from persona_agents_pipeline.definitions import defs
+
+
+def apply_partition_requests(instance: dg.DagsterInstance, requests: Iterable) -> None:
+    """What the sensor daemon does with a SensorResult's dynamic_partitions_requests."""
+    for request in requests:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+def execute_run_request(instance: dg.DagsterInstance, request: dg.RunRequest, run_config: dict | None = None):
+    """Execute one requested run in this process against the real instance."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        instance=instance,
+        asset_selection=list(request.asset_selection),
+        tags=dict(request.tags),
+        run_config=run_config or {},
+        raise_on_error=False,
+    )

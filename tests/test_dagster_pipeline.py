@@ -1,0 +1,317 @@
+"""The Dagster layer against a real DagsterInstance, a real SQLite persona store and the HTTP sandbox."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import pytest
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from persona_agents_pipeline.defs.assets import persona_agent
+from persona_agents_pipeline.defs.checks import EXISTS, MATCHES
+from persona_agents_pipeline.defs.partitions import personas_partitions
+from persona_agents_pipeline.defs.resources import PersonaStoreResource
+from persona_agents_pipeline.defs.schedules import backfill_missing_agents, spans
+from persona_agents_pipeline.defs.sensors import new_personas_sensor
+from persona_agents_pipeline.definitions import defs
+from persona_agents_pipeline.sandbox import SandboxServer
+from persona_agents_pipeline.store import PersonaStore
+
+from dagster_helpers import apply_partition_requests, execute_run_request
+
+PARTITIONS = personas_partitions.name
+RESOURCES = {"persona_store": PersonaStoreResource()}
+
+
+def persona_rows(count: int, start: int = 0) -> list[dict]:
+    return [
+        {
+            "name": f"Persona {start + n}",
+            "temper_level": (n % 10) / 10,
+            "chattiness": ((n * 3) % 10) / 10,
+            "emotional_attachment": ((n * 7) % 10) / 10,
+        }
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+def api_key() -> str:
+    # A key unique to the test, so finding it anywhere in the event log is unambiguous.
+    return f"sk-dagster-test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def sandbox(api_key):
+    with SandboxServer(api_keys=[api_key], latency=0.005) as server:
+        yield server
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, sandbox, api_key):
+    url = f"sqlite:///{tmp_path / 'personas.db'}"
+    monkeypatch.setenv("PERSONAS_DATABASE_URL", url)
+    monkeypatch.setenv("ELEVENLABS_BASE_URL", sandbox.url)
+    monkeypatch.setenv("ELEVENLABS_API_KEY", api_key)
+    monkeypatch.setenv("ELEVENLABS_RATE_LIMIT", "500")
+    monkeypatch.setenv("ELEVENLABS_MAX_CONCURRENT", "8")
+    return url
+
+
+@pytest.fixture
+def store(env) -> PersonaStore:
+    persona_store = PersonaStore(env)
+    persona_store.upgrade()
+    return persona_store
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as dagster_instance:
+        yield dagster_instance
+
+
+def tick(instance, cursor=None) -> dg.SensorResult | dg.SkipReason:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=RESOURCES)
+    return new_personas_sensor(context)
+
+
+def run_sensor_tick(instance, cursor=None):
+    """One sensor tick as the daemon runs it: evaluate, apply partition changes, execute the runs."""
+    result = tick(instance, cursor)
+    if isinstance(result, dg.SkipReason):
+        return result, []
+    apply_partition_requests(instance, result.dynamic_partitions_requests or [])
+    runs = [execute_run_request(instance, request) for request in result.run_requests]
+    return result, runs
+
+
+def range_of(request: dg.RunRequest) -> tuple[str, str]:
+    return request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
+
+
+def materializations(instance, key: str) -> list[dg.AssetMaterialization]:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=100
+    ).records
+    return [record.asset_materialization for record in records]
+
+
+def latest_metadata(instance, key: str) -> dict:
+    return {name: value.value for name, value in materializations(instance, key)[0].metadata.items()}
+
+
+def single_partition_request(key: str) -> dg.RunRequest:
+    return dg.RunRequest(asset_selection=[persona_agent.key], tags={ASSET_PARTITION_RANGE_START_TAG: key, ASSET_PARTITION_RANGE_END_TAG: key})
+
+
+def check_results(run_result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {evaluation.check_name: evaluation for evaluation in run_result.get_asset_check_evaluations()}
+
+
+def test_definitions_load_and_validate():
+    repository = defs.get_repository_def()
+    assert {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()} >= {
+        "personas",
+        "persona_agent",
+        "agent_status_report",
+    }
+    assert defs.get_sensor_def("new_personas_sensor")
+    assert defs.get_schedule_def("backfill_missing_agents").cron_schedule == "0 3 * * *"
+    assert persona_agent.op.pool == "elevenlabs_api"
+
+
+def test_sensor_adds_partitions_and_its_runs_create_agents(store, instance, sandbox, api_key):
+    ids = store.add_personas(persona_rows(30))
+
+    result, runs = run_sensor_tick(instance)
+
+    assert isinstance(result, dg.SensorResult)
+    assert sorted(instance.get_dynamic_partitions(PARTITIONS), key=int) == [str(i) for i in ids]
+    assert 1 <= len(result.run_requests) <= 2, "30 personas must not become 30 runs"
+    assert all(run.success for run in runs)
+    assert len(sandbox.agents()) == 30
+    assert store.ids_without_agents() == []
+    assert instance.get_materialized_partitions(persona_agent.key) == {str(i) for i in ids}
+
+    metadata = latest_metadata(instance, str(ids[0]))
+    persona = store.get(ids[0])
+    assert metadata["outcome"] == "created"
+    assert metadata["agent_id"] == persona.elevenlabs_agent_id
+    assert metadata["voice_id"] == persona.voice_id
+    assert metadata["voice_name"] in {"Bella", "Rachel", "Adam", "Domi", "Ethan"}
+    assert metadata["voice_settings"] == persona.voice_settings
+    assert metadata["dashboard"].endswith("/" + persona.elevenlabs_agent_id)
+
+    # The next tick, from the cursor the first one returned, adds and requests nothing.
+    again, runs_again = run_sensor_tick(instance, result.cursor)
+    assert isinstance(again, dg.SkipReason) or (not again.run_requests and not again.dynamic_partitions_requests)
+    assert runs_again == []
+    assert len(sandbox.agents()) == 30
+
+    # The key never appears in any event of the instance's event log.
+    for run in instance.get_runs():
+        for record in instance.all_logs(run.run_id):
+            assert api_key not in repr(record), f"API key leaked into an event of run {run.run_id}"
+            assert api_key not in str(run.run_config)
+
+
+def test_sensor_removes_partitions_of_deleted_personas_and_ignores_trait_edits(store, instance):
+    ids = store.add_personas(persona_rows(3))
+    first = tick(instance)
+    apply_partition_requests(instance, first.dynamic_partitions_requests)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95 WHERE id = {ids[1]}")
+        connection.exec_driver_sql(f"DELETE FROM personas WHERE id = {ids[0]}")
+
+    second = tick(instance, first.cursor)
+
+    assert not second.run_requests
+    [delete] = second.dynamic_partitions_requests
+    assert isinstance(delete, dg.DeleteDynamicPartitionsRequest) and list(delete.partition_keys) == [str(ids[0])]
+    assert int(second.cursor) == store.latest_change_seq()
+
+
+def test_schedule_requests_only_missing_agents(store, instance, sandbox):
+    ids = store.add_personas(persona_rows(12))
+    instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids[:6]])  # the rest have no partition yet
+    for persona_id in ids[:4]:
+        assert execute_run_request(instance, single_partition_request(str(persona_id))).success
+
+    context = dg.build_schedule_context(instance=instance, resources=RESOURCES)
+    requests = list(backfill_missing_agents(context))
+
+    assert instance.get_dynamic_partitions(PARTITIONS) == [str(i) for i in ids]
+    assert len(requests) == 1
+    assert range_of(requests[0]) == (str(ids[4]), str(ids[-1]))
+    assert execute_run_request(instance, requests[0]).success
+    assert store.ids_without_agents() == [] and len(sandbox.agents()) == 12
+    # Nothing missing: the schedule skips.
+    assert isinstance(backfill_missing_agents(dg.build_schedule_context(instance=instance, resources=RESOURCES)), dg.SkipReason)
+
+
+def test_scattered_backfill_of_200_partitions_runs_as_a_handful_of_runs(store, instance, sandbox):
+    ids = store.add_personas(persona_rows(400))
+    instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
+    # Half of them already have agents, interleaved: 200 missing personas, scattered.
+    have = [str(i) for i in ids[::2]]
+    done = execute_run_request(instance, single_partition_request(have[0]))
+    assert done.success
+    for persona_id in ids[2::2]:
+        store.try_claim(persona_id, "seed", __import__("datetime").timedelta(minutes=1))
+        store.record_agent(
+            persona_id, "seed", agent_id=f"seed-{persona_id}", voice_id="v", conversation_prompt="p",
+            voice_settings={}, config_hash="h", action="created", reason="seed",
+        )
+    assert len(store.ids_without_agents()) == 200
+
+    context = dg.build_schedule_context(instance=instance, resources=RESOURCES)
+    requests = list(backfill_missing_agents(context))
+    runs = [execute_run_request(instance, request) for request in requests]
+
+    assert len(requests) <= 5, f"200 scattered partitions became {len(requests)} runs"
+    assert all(run.success for run in runs)
+    assert store.ids_without_agents() == []
+    assert len(sandbox.agents()) == 201
+
+
+def test_contiguous_backfill_policy_batches_partitions():
+    policy = persona_agent.backfill_policy
+    assert policy.max_partitions_per_run >= 100
+    assert spans(list(range(0, 400, 2)), 100) == [(0, 98), (100, 198), (200, 298), (300, 398)]
+
+
+def test_rerun_is_a_noop_and_force_recreates(store, instance, sandbox):
+    [persona_id] = store.add_personas(persona_rows(1))
+    key = str(persona_id)
+    instance.add_dynamic_partitions(PARTITIONS, [key])
+    assert execute_run_request(instance, single_partition_request(key)).success
+    first_agent = store.get(persona_id).elevenlabs_agent_id
+
+    rerun = execute_run_request(instance, single_partition_request(key))
+    assert rerun.success
+    assert latest_metadata(instance, key)["outcome"] == "present"
+    assert "no-op" in latest_metadata(instance, key)["note"]
+    assert store.get(persona_id).elevenlabs_agent_id == first_agent
+    assert [agent["agent_id"] for agent in sandbox.agents()] == [first_agent]
+
+    forced = execute_run_request(
+        instance, single_partition_request(key), run_config={"ops": {"persona_agent": {"config": {"force": True}}}}
+    )
+    assert forced.success
+    new_agent = store.get(persona_id).elevenlabs_agent_id
+    assert new_agent != first_agent
+    assert latest_metadata(instance, key)["outcome"] == "recreated"
+    assert [agent["agent_id"] for agent in sandbox.agents()] == [new_agent]
+
+
+def test_checks_pass_then_fail_after_remote_agent_is_deleted(store, instance, sandbox):
+    ids = store.add_personas(persona_rows(3))
+    instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
+    request = dg.RunRequest(
+        asset_selection=[persona_agent.key],
+        tags={ASSET_PARTITION_RANGE_START_TAG: str(ids[0]), ASSET_PARTITION_RANGE_END_TAG: str(ids[-1])},
+    )
+    result = execute_run_request(instance, request)
+    checks = check_results(result)
+    assert checks[EXISTS].passed and checks[MATCHES].passed
+
+    gone = store.get(ids[1]).elevenlabs_agent_id
+    assert sandbox.delete_agent_directly(gone)
+    with store.engine.begin() as connection:  # a trait edit: the voice no longer matches
+        connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95, chattiness = 0.95 WHERE id = {ids[2]}")
+        connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.1, chattiness = 0.1 WHERE id = {ids[0]}")
+
+    result = execute_run_request(instance, request)  # rerun: no-op materialization, then the checks
+    checks = check_results(result)
+    assert not checks[EXISTS].passed
+    assert str(ids[1]) in checks[EXISTS].description and gone in checks[EXISTS].description
+    assert not checks[MATCHES].passed
+    assert f"persona {ids[0]}" in checks[MATCHES].description or f"persona {ids[2]}" in checks[MATCHES].description
+
+
+def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, instance, sandbox):
+    ids = store.add_personas(persona_rows(5))
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(f"UPDATE personas SET chattiness = 7 WHERE id = {ids[2]}")
+    instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
+    request = dg.RunRequest(
+        asset_selection=[persona_agent.key],
+        tags={ASSET_PARTITION_RANGE_START_TAG: str(ids[0]), ASSET_PARTITION_RANGE_END_TAG: str(ids[-1])},
+    )
+
+    result = execute_run_request(instance, request)
+
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    text = failure.step_failure_data.user_failure_data.description
+    assert f"persona {ids[2]}" in text and "chattiness" in text
+    assert failure.step_failure_data.error.cls_name == "Failure"
+    # Validation errors are not retried: exactly one attempt.
+    assert not [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(sandbox.agents()) == 4
+    assert instance.get_materialized_partitions(persona_agent.key) == {str(i) for i in ids if i != ids[2]}
+    status = get_and_update_asset_status_cache_value(instance, persona_agent.key, personas_partitions)
+    assert set(status.deserialize_failed_partition_subsets(personas_partitions).get_partition_keys()) == {str(ids[2])}
+
+
+def test_status_report_counts_by_status(store, instance):
+    ids = store.add_personas(persona_rows(4))
+    store.try_claim(ids[0], "seed", __import__("datetime").timedelta(minutes=1))
+    store.record_agent(ids[0], "seed", agent_id="a-1", voice_id="v", conversation_prompt="p",
+                       voice_settings={}, config_hash="h", action="created", reason="seed")
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(f"UPDATE personas SET name = '' WHERE id = {ids[1]}")
+    result = dg.materialize(
+        [defs.get_assets_def("agent_status_report")],
+        instance=instance,
+        resources={"persona_store": PersonaStoreResource()},
+    )
+    frame = result.output_for_node("agent_status_report")
+    counts = dict(zip(frame["status"], frame["personas"]))
+    assert counts["agent"] == 1 and counts["invalid"] == 1 and counts["missing"] == 2
+    metadata = result.asset_materializations_for_node("agent_status_report")[0].metadata
+    assert metadata["count_missing"].value == 2
+    assert "| missing | 2 |" in metadata["status_table"].value
