@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import click
+import sqlalchemy.exc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .config import ConfigurationError, Settings, load_api_key
 from .demo_data import demo_personas
-from .elevenlabs.errors import ElevenLabsError
+from .elevenlabs.errors import ElevenLabsError, MalformedResponseError
 from .models import Persona
 from .provisioning import Outcome, ProvisioningService, ProvisionResult
 from .store import PersonaNotFoundError, PersonaStore, persona_spec
@@ -38,8 +39,15 @@ def friendly_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except MalformedResponseError as exc:
+            raise CommandError(
+                f"unexpected response from the ElevenLabs API at {_settings().base_url} ({exc}); "
+                "check ELEVENLABS_BASE_URL"
+            ) from None
         except (ConfigurationError, ElevenLabsError, InvalidPersonaError, PersonaNotFoundError) as exc:
             raise CommandError(str(exc)) from None
+        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError) as exc:
+            raise CommandError(f"cannot use the database (check PERSONAS_DATABASE_URL): {exc.args[0]}") from None
 
     return wrapper
 

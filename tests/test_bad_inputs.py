@@ -1,0 +1,154 @@
+"""A catalogue of bad inputs: each gets a clear error, a non-zero exit, and leaves the database as it was."""
+
+import json
+import logging
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from persona_agents_pipeline.cli import main
+from persona_agents_pipeline.demo_data import demo_personas
+from persona_agents_pipeline.sandbox import SandboxServer
+
+CANARY_KEY = "sk_canary_5f0e1d2c3b4a"
+
+
+class _WrongShapeHandler(BaseHTTPRequestHandler):
+    """An HTTP server that answers 200 with JSON of the wrong shape, like a misconfigured proxy."""
+
+    def do_GET(self):
+        body = json.dumps({"unexpected": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def wrong_shape_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _WrongShapeHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def env(monkeypatch, sqlite_url, sandbox, tmp_path):
+    values = {
+        "PERSONAS_DATABASE_URL": sqlite_url,
+        "ELEVENLABS_BASE_URL": sandbox.url,
+        "ELEVENLABS_API_KEY": "sandbox-test-key",
+        "PERSONA_AGENTS_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
+    assert CliRunner().invoke(main, ["demo-data", "3"]).exit_code == 0
+    return values
+
+
+def _snapshot(url):
+    from persona_agents_pipeline.store import PersonaStore
+
+    store = PersonaStore(url)
+    with store.engine.connect() as connection:
+        rows = [tuple(row) for row in connection.execute(text("SELECT * FROM personas ORDER BY id"))]
+        events = connection.execute(text("SELECT count(*) FROM agent_events")).scalar()
+    store.engine.dispose()
+    return rows, events
+
+
+def _csv(tmp_path, body):
+    path = tmp_path / "import.csv"
+    path.write_text(body)
+    return str(path)
+
+
+def _world_readable_credentials(tmp_path, monkeypatch):
+    path = tmp_path / "credentials"
+    path.write_text("ELEVENLABS_API_KEY=sandbox-test-key\n")
+    path.chmod(0o644)
+    monkeypatch.delenv("ELEVENLABS_API_KEY")
+
+
+def _no_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("ELEVENLABS_API_KEY")
+
+
+ADD = ["personas", "add", "--temper-level", "0.5", "--chattiness", "0.5", "--emotional-attachment", "0.5"]
+CASES = {
+    "trait above 1": (lambda tmp, mp: None, ["personas", "add", "--name", "X", "--temper-level", "1.2", "--chattiness", "0.5", "--emotional-attachment", "0.5"], "temper_level is 1.2, outside 0..1"),
+    "negative trait": (lambda tmp, mp: None, ["personas", "add", "--name", "X", "--temper-level", "0.2", "--chattiness", "-0.5", "--emotional-attachment", "0.5"], "chattiness is -0.5, outside 0..1"),
+    "NaN trait": (lambda tmp, mp: None, ["personas", "add", "--name", "X", "--temper-level", "0.2", "--chattiness", "0.5", "--emotional-attachment", "nan"], "emotional_attachment is NaN"),
+    "empty name": (lambda tmp, mp: None, ADD + ["--name", ""], "name is empty"),
+    "10,000-character name": (lambda tmp, mp: None, ADD + ["--name", "n" * 10_000], "name is 10000 characters long"),
+    "control characters in name": (lambda tmp, mp: None, ADD + ["--name", "Eve\x07\x1b[2J"], "name contains control characters"),
+    "over-long description": (lambda tmp, mp: None, ADD + ["--name", "Ok", "--description", "d" * 3000], "description is 3000 characters long"),
+    "text trait in CSV": (None, "name,temper_level,chattiness,emotional_attachment\nA,0.5,0.5,0.5\nB,loud,0.5,0.5\n", "row 2 (B): temper_level must be a number"),
+    "missing trait in CSV": (None, "name,temper_level,chattiness,emotional_attachment\nA,0.5,,0.5\n", "row 1 (A): chattiness is missing"),
+    "missing CSV column": (None, "name,temper_level,chattiness\nA,0.5,0.5\n", "lacks column(s) emotional_attachment"),
+    "unknown persona id": (lambda tmp, mp: None, ["recreate-agent", "999999"], "persona 999999 does not exist"),
+    "missing key": (_no_key, ["create-missing-agents", "--yes"], "No ElevenLabs API key"),
+    "wrong key": (lambda tmp, mp: mp.setenv("ELEVENLABS_API_KEY", "wrong-key-123"), ["create-missing-agents", "--yes"], "Invalid API key"),
+    "world-readable credentials file": (_world_readable_credentials, ["create-missing-agents", "--yes"], "chmod 600"),
+    "unreachable base URL": (lambda tmp, mp: mp.setenv("ELEVENLABS_BASE_URL", "http://127.0.0.1:9"), ["create-missing-agents", "--yes"], "127.0.0.1:9"),
+    "malformed API response": ("wrong_shape", ["create-missing-agents", "--yes"], "unexpected response"),
+    "invalid voice catalogue": (lambda tmp, mp: mp.setenv("PERSONA_AGENTS_VOICES", "{not json"), ["create-missing-agents", "--yes"], "PERSONA_AGENTS_VOICES is not valid JSON"),
+    "unknown environment": (lambda tmp, mp: mp.setenv("PERSONA_AGENTS_ENV", "staging"), ["create-missing-agents", "--yes"], "PERSONA_AGENTS_ENV must be"),
+    "unusable database URL": (lambda tmp, mp: mp.setenv("PERSONAS_DATABASE_URL", "nosuchdb://x"), ["list-agent-status"], "check PERSONAS_DATABASE_URL"),
+    "bad rate limit": (lambda tmp, mp: mp.setenv("ELEVENLABS_RATE_LIMIT", "-3"), ["create-missing-agents", "--yes"], "ELEVENLABS_RATE_LIMIT must be positive"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_a_clear_error_and_changes_nothing(case, env, sqlite_url, sandbox, tmp_path, monkeypatch, request):
+    prepare, args, message = CASES[case]
+    if prepare is None:  # a CSV import; `args` holds the file's text
+        args = ["personas", "import", _csv(tmp_path, args)]
+    elif prepare == "wrong_shape":
+        monkeypatch.setenv("ELEVENLABS_BASE_URL", request.getfixturevalue("wrong_shape_server"))
+    else:
+        prepare(tmp_path, monkeypatch)
+    before = _snapshot(sqlite_url)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), f"uncaught: {result.exception!r}"
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+    assert _snapshot(sqlite_url) == before
+    assert sandbox.agents() == []
+
+
+def test_the_key_never_reaches_logs_output_or_errors(monkeypatch, sqlite_url, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    with SandboxServer(api_keys=[CANARY_KEY], drop_after_create_rate=0.3, error_rate=0.1, seed=3) as sandbox:
+        for key, value in {
+            "PERSONAS_DATABASE_URL": sqlite_url,
+            "ELEVENLABS_BASE_URL": sandbox.url,
+            "ELEVENLABS_API_KEY": CANARY_KEY,
+            "ELEVENLABS_RATE_LIMIT": "100",
+        }.items():
+            monkeypatch.setenv(key, value)
+        runner = CliRunner()
+        outputs = [runner.invoke(main, ["db", "upgrade"]).output, runner.invoke(main, ["demo-data", "20"]).output]
+        created = runner.invoke(main, ["create-missing-agents", "--yes"])
+        outputs += [created.output, runner.invoke(main, ["recreate-agent", "1"]).output]
+        outputs += [runner.invoke(main, ["test-connection"]).output, runner.invoke(main, ["list-agent-status"]).output]
+        monkeypatch.setenv("ELEVENLABS_API_KEY", CANARY_KEY + "-wrong")
+        outputs.append(runner.invoke(main, ["create-missing-agents", "--yes"]).output)
+        assert len(sandbox.agents()) == 20
+    everything = "\n".join(outputs) + "\n".join(record.getMessage() for record in caplog.records)
+    everything += "\n".join(str(record.exc_info) + repr(record.args) for record in caplog.records)
+    assert caplog.records, "the run should have logged something"
+    assert CANARY_KEY not in everything
