@@ -7,6 +7,8 @@ its reason in the result's metadata and description.
 """
 
 
+from concurrent.futures import ThreadPoolExecutor
+
 import dagster as dg
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -73,19 +75,25 @@ def persona_agent_checks(
 ):
     ids = persona_ids_for_run(context, persona_store)
     service = provisioning_service(persona_store, elevenlabs)
+
+    def one(persona_id: int) -> AgentCheck | str:
+        try:
+            return service.check_agent(persona_id)
+        except LookupError as exc:  # persona deleted since the run started
+            return str(exc)
+
     missing: list[tuple[int, str]] = []
     drifted: list[tuple[int, str]] = []
     try:
-        for persona_id in ids:
-            try:
-                result: AgentCheck = service.check_agent(persona_id)
-            except LookupError as exc:  # persona deleted since the run started
-                missing.append((persona_id, str(exc)))
-                continue
-            if not result.exists:
-                missing.append((persona_id, "; ".join(result.problems)))
-            elif not result.passed:
-                drifted.append((persona_id, "; ".join(result.problems)))
+        # Concurrent like the provisioning itself; the client's limiter keeps within the API's limits.
+        with ThreadPoolExecutor(max_workers=elevenlabs.concurrency(), thread_name_prefix="check") as pool:
+            for persona_id, result in zip(ids, pool.map(one, ids)):
+                if isinstance(result, str):
+                    missing.append((persona_id, result))
+                elif not result.exists:
+                    missing.append((persona_id, "; ".join(result.problems)))
+                elif not result.passed:
+                    drifted.append((persona_id, "; ".join(result.problems)))
     finally:
         service.client.close()
     yield _result(EXISTS, len(ids), missing)
