@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,6 +21,7 @@ from .demo_data import demo_personas
 from .elevenlabs.errors import ElevenLabsError, MalformedResponseError
 from .models import Persona
 from .provisioning import Outcome, ProvisioningService, ProvisionResult
+from .reconcile import Action, Plan, apply_plan, build_plan
 from .store import PersonaNotFoundError, PersonaStore, persona_spec
 from .voice_policy import TRAIT_FIELDS, InvalidPersonaError, choose_voice
 
@@ -334,6 +336,8 @@ def test_connection() -> None:
         out.print(f"  voice {name:<10} {voice_id}  [green]found[/]")
     for name, voice_id in report.voices_missing.items():
         out.print(f"  voice {name:<10} {voice_id}  [red]missing[/]")
+    for warning in report.warnings:
+        out.print(f"[yellow]Warning:[/] {warning.problem}\n  [bold]What to do:[/] {warning.what_to_do}")
     for problem in report.problems:
         out.print(f"[red]Problem:[/] {problem.problem}\n  [bold]What to do:[/] {problem.what_to_do}")
     if not report.ok:
@@ -357,7 +361,7 @@ def sandbox(**options) -> None:
     """Run the local ElevenLabs sandbox (agents and voices API) until interrupted."""
     from .sandbox.server import run_sandbox
 
-    run_sandbox(**options)
+    run_sandbox(on_ready=lambda url: out.print(f"ElevenLabs sandbox listening on {url} (Ctrl-C stops it)"), **options)
 
 
 @main.command("demo")
@@ -389,5 +393,92 @@ def demo(count: int) -> None:
         _print_summary(results)
         out.print(f"The sandbox now holds {len(sandbox.agents())} agents; status by persona:")
     click.get_current_context().invoke(list_agent_status, fmt="table")
+
+
+# ---- reconcile: plan, apply, history ------------------------------------------------------------
+
+
+def _print_plan(plan: Plan) -> None:
+    if not plan.changes:
+        out.print(f"No changes: {plan.in_sync} persona(s) in sync.")
+        return
+    counts = plan.counts()
+    summary = ", ".join(f"{counts[action.value]} {action.value}" for action in Action if counts[action.value])
+    out.print(f"Plan: {summary}; {plan.in_sync} in sync.")
+    for action in Action:
+        changes = plan.of(action)
+        if changes:
+            out.print(f"\n{action.value} ({len(changes)}):")
+        for change in changes:
+            # markup=False: reasons quote persona data, which may contain rich markup brackets.
+            out.print(f"  persona {change.persona_id:>8}  {change.agent_id or '-':<34}  {change.reason}", markup=False)
+
+
+@main.command("plan")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@friendly_errors
+def plan_command(fmt: str) -> None:
+    """Show what `apply` would do: create, update, replace, adopt and delete agents (changes nothing)."""
+    plan = build_plan(_service(_settings()))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(plan.as_json(), indent=2) + "\n")
+    else:
+        _print_plan(plan)
+
+
+@main.command("apply")
+@click.option("--yes", "-y", is_flag=True, help="Delete orphaned and duplicate agents without asking.")
+@friendly_errors
+def apply_command(yes: bool) -> None:
+    """Carry out the plan. Updates keep the agent id; deletes (only of this project's agents) need confirmation."""
+    settings = _settings()
+    service = _service(settings)
+    plan = build_plan(service)
+    _print_plan(plan)
+    if not plan.actionable:
+        return
+    deletes = plan.of(Action.DELETE)
+    if deletes:
+        _confirm_or_refuse(f"Apply this plan, deleting {len(deletes)} agent(s)?", yes)
+    with Progress(TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("apply", total=len(plan.actionable))
+        results = apply_plan(
+            service, plan, concurrency=settings.max_concurrent, on_result=lambda _result: progress.advance(task)
+        )
+    done = Counter(result.change.action.value for result in results if result.ok)
+    failed = [result for result in results if not result.ok]
+    out.print("Applied: " + ", ".join(f"{count} {action}" for action, count in sorted(done.items())) + f"; {len(failed)} failed.")
+    for result in results:
+        if result.change.action is Action.DELETE or not result.ok:
+            status = "ok" if result.ok else "failed"
+            out.print(f"  {status} {result.change.action.value} persona {result.change.persona_id}: {result.detail}", markup=False)
+    if failed:
+        sys.exit(1)
+
+
+@main.command("history")
+@click.argument("persona_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@friendly_errors
+def history_command(persona_id: int, fmt: str) -> None:
+    """Every change to the persona's agent (created, updated, replaced, adopted, deleted), with time and reason."""
+    store = _store(_settings())
+    events = store.history(persona_id)
+    # Deleted personas keep their history, so only a persona with neither is unknown.
+    if not events and store.get(persona_id) is None:
+        raise PersonaNotFoundError(persona_id)
+    rows = [
+        {"at": event.at.isoformat(timespec="seconds") + "Z", "action": event.action, "agent_id": event.agent_id, "reason": event.reason}
+        for event in events
+    ]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    elif not rows:
+        out.print(f"No agent changes recorded for persona {persona_id}.")
+    else:
+        for row in rows:
+            out.print(f"{row['at']}  {row['action']:<9}  {row['agent_id'] or '-':<34}  {row['reason'] or ''}", markup=False)
+
+
 if __name__ == "__main__":
     main()

@@ -126,6 +126,7 @@ def test_unknown_persona_is_a_clear_error(cli_env, store):
 def test_test_connection_reports_missing_voices_and_ok(cli_env, sandbox, monkeypatch):
     ok = run("test-connection")
     assert ok.exit_code == 0, ok.output
+    assert "Warning:" in ok.output and "Rachel" in ok.output  # a legacy voice is a warning, not a failure
     monkeypatch.setenv("PERSONA_AGENTS_VOICES", json.dumps({"Rachel": "no-such-voice"}))
     missing = run("test-connection")
     assert missing.exit_code == 1 and "no-such-voice" in missing.output
