@@ -97,7 +97,8 @@ def wait_for(what: str, probe, timeout: float, processes=()):
 
 
 @pytest.fixture
-def deployment(tmp_path):
+def deployment(tmp_path, request):
+    auto_create = getattr(request, "param", "true")
     api_key = f"sk-e2e-{uuid.uuid4().hex}"
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -115,7 +116,7 @@ def deployment(tmp_path):
             "ELEVENLABS_API_KEY": api_key,
             "ELEVENLABS_RATE_LIMIT": "500",
             "ELEVENLABS_MAX_CONCURRENT": "8",
-            "AUTO_CREATE_ELEVENLABS_AGENTS": "true",
+            "AUTO_CREATE_ELEVENLABS_AGENTS": auto_create,
             "PERSONA_AGENTS_SENSOR_INTERVAL": "1",
         }
         logs = tmp_path / "logs"
@@ -132,7 +133,7 @@ def deployment(tmp_path):
                 )
             url = f"http://127.0.0.1:{port}"
             wait_for("the webserver", lambda: requests.get(f"{url}/server_info", timeout=2).ok, 60, processes)
-            yield {"url": url, "store": store, "sandbox": sandbox, "processes": processes, "logs": logs, "api_key": api_key}
+            yield {"url": url, "home": home, "store": store, "sandbox": sandbox, "processes": processes, "logs": logs, "api_key": api_key}
         finally:
             for process in processes:
                 process.terminate()
@@ -188,3 +189,48 @@ def test_sensor_runs_create_agents_and_the_ui_shows_the_partitions(deployment, t
     assert "Failed (0)" in dom and "Missing (0)" in dom
     shown = [persona_id for persona_id in ids if f'title="{persona_id}"' in dom]
     assert len(shown) >= min(10, PERSONAS), f"persona keys shown on the page: {shown}"
+
+
+BACKFILL_MUTATION = """
+mutation {
+  launchPartitionBackfill(backfillParams: {assetSelection: [{path: ["persona_agent"]}], allPartitions: true}) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+BACKFILL = 200
+
+
+@pytest.mark.parametrize("deployment", ["false"], indirect=True)
+def test_backfill_of_200_partitions_runs_as_a_handful_of_runs(deployment, monkeypatch):
+    """The real asset-backfill machinery (daemon) with the asset's BackfillPolicy, sensor off."""
+    import dagster as dg
+
+    url, store, sandbox = deployment["url"], deployment["store"], deployment["sandbox"]
+    ids = store.add_personas(
+        [{"name": f"B {n}", "temper_level": 0.2, "chattiness": 0.8, "emotional_attachment": 0.5} for n in range(BACKFILL)]
+    )
+    monkeypatch.setenv("DAGSTER_HOME", str(deployment["home"]))
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("personas", [str(i) for i in ids])
+
+    launched = graphql(url, BACKFILL_MUTATION)["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def backfill_done():
+        stats = graphql(url, PARTITIONS_QUERY)["assetNodeOrError"]["partitionStats"]
+        runs = graphql(url, RUNS_QUERY)["runsOrError"]["results"]
+        mine = [run for run in runs if {"key": "dagster/backfill", "value": backfill_id} in run["tags"]]
+        if [run for run in mine if run["status"] in {"FAILURE", "CANCELED"}]:
+            pytest.fail(f"a backfill run failed: {mine}")
+        finished = mine and all(run["status"] == "SUCCESS" for run in mine)
+        return mine if finished and stats["numMaterialized"] == BACKFILL else None
+
+    runs = wait_for("the backfill to finish", backfill_done, 80, deployment["processes"])
+    print(f"backfill of {BACKFILL} partitions ran as {len(runs)} run(s)")
+    assert len(runs) <= 5, f"{BACKFILL} partitions became {len(runs)} runs"
+    assert len(sandbox.agents()) == BACKFILL and store.ids_without_agents() == []
