@@ -7,6 +7,7 @@ marker) we look for the agent by its persona identity and record it instead of c
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -52,6 +53,8 @@ class Outcome(str, Enum):
     ADOPTED = "adopted"
     PRESENT = "present"
     RECREATED = "recreated"
+    REPLACED = "replaced"
+    UPDATED = "updated"
     INVALID = "invalid"
     NOT_FOUND = "not_found"
     FAILED = "failed"
@@ -69,7 +72,9 @@ class ProvisionResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in {Outcome.CREATED, Outcome.ADOPTED, Outcome.PRESENT, Outcome.RECREATED}
+        return self.outcome in {
+            Outcome.CREATED, Outcome.ADOPTED, Outcome.PRESENT, Outcome.RECREATED, Outcome.REPLACED, Outcome.UPDATED
+        }
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ class ClaimTimeoutError(RuntimeError):
 
 def _default_owner() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def oldest_first(agents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Agents in adoption order: of several carrying one identity, the oldest is the one to keep."""
+    return sorted(agents, key=lambda agent: (agent.get("created_at_unix_secs") or 0, agent["agent_id"]))
 
 
 def _unix_to_datetime(seconds: Any) -> datetime | None:
@@ -194,16 +204,62 @@ class ProvisioningService:
 
     # ---- public operations ----------------------------------------------------------------------
 
-    def ensure_agent(self, persona_id: int, *, force: bool = False) -> ProvisionResult:
+    def ensure_agent(self, persona_id: int, *, force: bool = False, adopt_existing: bool = False) -> ProvisionResult:
         """Make sure the persona has an agent (a new one when `force`); idempotent and safe across processes.
 
+        `adopt_existing`: first look for an unrecorded agent carrying the persona's identity and adopt it.
         Raises PersonaNotFoundError, InvalidPersonaError (before any API call) or ElevenLabsError.
         """
         persona = self.store.require(persona_id)
         spec = persona_spec(persona)
         if persona.elevenlabs_agent_id and not force:
             return self._result(spec, Outcome.PRESENT, persona.elevenlabs_agent_id)
-        return self._provision_claimed(spec, force=force)
+        return self._provision_claimed(spec, force=force, adopt_existing=adopt_existing)
+
+    def replace_lost_agent(self, persona_id: int, lost_agent_id: str, *, adopt_existing: bool = False) -> ProvisionResult:
+        """The recorded agent is gone from ElevenLabs: forget it, then give the persona a new (or adopted) one."""
+        spec = persona_spec(self.store.require(persona_id))
+        try:
+            self.client.get_agent(lost_agent_id)
+        except NotFoundError:
+            pass
+        else:  # the caller's view was stale (the list hides archived agents): the agent is there, keep it
+            return self._result(spec, Outcome.PRESENT, lost_agent_id)
+        self.store.forget_agent(persona_id, lost_agent_id, reason="agent is gone from ElevenLabs")
+        return self._provision_claimed(spec, force=False, adopt_existing=adopt_existing, replaces=lost_agent_id)
+
+    def update_agent(self, persona_id: int, *, reason: str = "traits changed") -> ProvisionResult:
+        """Bring the recorded agent to the config the persona's traits produce now, in place (same agent id).
+
+        No call when the recorded config hash already matches. Without a recorded agent it provisions one;
+        when the agent turns out to be gone it is replaced.
+        """
+        persona = self.store.require(persona_id)
+        spec = persona_spec(persona)
+        payload = self.payload_for(spec)
+        if not persona.elevenlabs_agent_id:
+            return self.ensure_agent(persona_id)
+        if persona.agent_config_hash == config_hash(payload):
+            return self._result(spec, Outcome.PRESENT, persona.elevenlabs_agent_id)
+        with self._heartbeat.held():
+            agent_id = self._claim(persona_id, replacing=True).persona.elevenlabs_agent_id
+            if not agent_id:  # forgotten by another caller while we waited for the claim
+                self.store.release_claim(persona_id, self.owner, create_may_have_happened=False)
+                return self.ensure_agent(persona_id)
+            try:
+                # PATCH deep-merges (reference §2.3): every field we manage is sent, so each is overwritten.
+                self.client.update_agent(agent_id, payload)
+            except NotFoundError:
+                self.store.release_claim(persona_id, self.owner, create_may_have_happened=False)
+                return self.replace_lost_agent(persona_id, agent_id)
+            except BaseException:
+                self.store.release_claim(persona_id, self.owner, create_may_have_happened=False)
+                raise
+            saved = self._record(spec, payload, agent_id, Outcome.UPDATED, reason)
+        if not saved:
+            raise ClaimTimeoutError(f"persona {persona_id}: claim lost before the update of {agent_id} could be saved")
+        log.info("persona %s: updated agent %s (%s)", persona_id, agent_id, reason)
+        return self._result(spec, Outcome.UPDATED, agent_id)
 
     def recreate_agent(self, persona_id: int) -> ProvisionResult:
         return self.ensure_agent(persona_id, force=True)
@@ -215,12 +271,15 @@ class ProvisioningService:
         concurrency: int = 5,
         force: bool = False,
         on_result: Callable[[ProvisionResult], None] | None = None,
+        operation: Callable[[int], ProvisionResult] | None = None,
     ) -> list[ProvisionResult]:
-        """Provision many personas concurrently; one persona's failure never stops the others.
+        """Provision many personas concurrently (`operation` instead of ensure_agent when given); one
+        persona's failure never stops the others.
 
         An authentication or permission error stops the batch: every further call would fail the same way.
         """
         ids = list(persona_ids)
+        operation = operation or functools.partial(self.ensure_agent, force=force)
         results: dict[int, ProvisionResult] = {}
         fatal: list[ElevenLabsError] = []
 
@@ -228,7 +287,7 @@ class ProvisioningService:
             if fatal:
                 return ProvisionResult(persona_id, Outcome.FAILED, error=f"not attempted: {fatal[0]}")
             try:
-                result = self.ensure_agent(persona_id, force=force)
+                result = operation(persona_id)
             except PersonaNotFoundError as exc:
                 result = ProvisionResult(persona_id, Outcome.NOT_FOUND, error=str(exc))
             except InvalidPersonaError as exc:
@@ -296,11 +355,13 @@ class ProvisioningService:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _provision_claimed(self, spec: PersonaSpec, *, force: bool) -> ProvisionResult:
+    def _provision_claimed(self, spec: PersonaSpec, **options: Any) -> ProvisionResult:
         with self._heartbeat.held():
-            return self._provision_under_heartbeat(spec, force=force)
+            return self._provision_under_heartbeat(spec, **options)
 
-    def _provision_under_heartbeat(self, spec: PersonaSpec, *, force: bool) -> ProvisionResult:
+    def _provision_under_heartbeat(
+        self, spec: PersonaSpec, *, force: bool, adopt_existing: bool = False, replaces: str | None = None
+    ) -> ProvisionResult:
         persona_id = spec.persona_id
         claim = self._claim(persona_id, replacing=force)
         before = claim.persona
@@ -312,11 +373,14 @@ class ProvisioningService:
         create_sent = before.agent_create_attempted_at is not None
         try:
             agent_id, created_at, outcome = None, None, Outcome.CREATED
-            if create_sent:
+            if create_sent or adopt_existing:
                 # An earlier caller crashed (or lost a response) after it may have created an agent.
                 found = self._find_existing(persona_id, exclude=old_agent)
                 if found:
                     agent_id, created_at, outcome = found["agent_id"], _unix_to_datetime(found.get("created_at_unix_secs")), Outcome.ADOPTED
+                    if adopt_existing:
+                        # Unlike the agent of our own lost create, it may have been built from older traits.
+                        self.client.update_agent(agent_id, payload)
             if agent_id is None:
                 create_sent = True
                 agent_id, outcome = self._create(spec, payload, exclude=old_agent)
@@ -330,8 +394,28 @@ class ProvisioningService:
 
         if force and outcome is Outcome.CREATED:
             outcome = Outcome.RECREATED
-        saved = self.store.record_agent(
-            persona_id,
+        if replaces and outcome is Outcome.CREATED:
+            outcome = Outcome.REPLACED
+        if force:
+            reason = "recreate requested"
+        elif outcome is Outcome.ADOPTED:
+            reason = "agent found by persona identity"
+        else:
+            reason = f"replaces agent {replaces}, gone from ElevenLabs" if replaces else "persona had no agent"
+        saved = self._record(spec, payload, agent_id, outcome, reason, created_at=created_at or utcnow())
+        if not saved:
+            return self._lost_claim(spec, agent_id)
+        if old_agent and old_agent != agent_id:
+            self.delete_remote_agent(persona_id, old_agent, reason=f"replaced by {agent_id}")
+        log.info("persona %s: %s agent %s", persona_id, outcome.value, agent_id)
+        return self._result(spec, outcome, agent_id)
+
+    def _record(
+        self, spec: PersonaSpec, payload: dict[str, Any], agent_id: str, outcome: Outcome, reason: str, **extra: Any
+    ) -> bool:
+        """Save the agent built from `payload` and release our claim; False when the claim was lost."""
+        return self.store.record_agent(
+            spec.persona_id,
             self.owner,
             agent_id=agent_id,
             voice_id=payload["conversation_config"]["tts"]["voice_id"],
@@ -339,15 +423,9 @@ class ProvisioningService:
             voice_settings=voice_settings(spec),
             config_hash=config_hash(payload),
             action=outcome.value,
-            reason="recreate requested" if force else ("agent found by persona identity" if outcome is Outcome.ADOPTED else "persona had no agent"),
-            created_at=created_at or utcnow(),
+            reason=reason,
+            **extra,
         )
-        if not saved:
-            return self._lost_claim(spec, agent_id)
-        if old_agent and old_agent != agent_id:
-            self._delete_remote(persona_id, old_agent, reason=f"replaced by {agent_id}")
-        log.info("persona %s: %s agent %s", persona_id, outcome.value, agent_id)
-        return self._result(spec, outcome, agent_id)
 
     def _lost_claim(self, spec: PersonaSpec, agent_id: str) -> ProvisionResult:
         """Our lease ran out and another caller took over; keep theirs, remove ours so nothing is orphaned."""
@@ -355,7 +433,7 @@ class ProvisioningService:
         if current.elevenlabs_agent_id == agent_id:
             return self._result(spec, Outcome.PRESENT, agent_id)  # the caller that took over adopted ours
         if current.elevenlabs_agent_id:
-            self._delete_remote(spec.persona_id, agent_id, reason="duplicate after a lost claim")
+            self.delete_remote_agent(spec.persona_id, agent_id, reason="duplicate after a lost claim")
             return self._result(spec, Outcome.PRESENT, current.elevenlabs_agent_id)
         raise ClaimTimeoutError(f"persona {spec.persona_id}: claim lost before agent {agent_id} could be saved")
 
@@ -389,7 +467,7 @@ class ProvisioningService:
         ]
         if not matches:
             return None
-        matches.sort(key=lambda agent: (agent.get("created_at_unix_secs") or 0, agent["agent_id"]))
+        matches = oldest_first(matches)
         if len(matches) > 1:
             log.warning(
                 "persona %s: %d agents carry its identity; adopting %s, `persona-agents plan` lists the rest",
@@ -399,7 +477,8 @@ class ProvisioningService:
             )
         return matches[0]
 
-    def _delete_remote(self, persona_id: int, agent_id: str, *, reason: str) -> None:
+    def delete_remote_agent(self, persona_id: int, agent_id: str, *, reason: str) -> None:
+        """Delete the agent (already gone counts as deleted) and record it in the persona's history."""
         try:
             self.client.delete_agent(agent_id)
         except NotFoundError:
