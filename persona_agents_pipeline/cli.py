@@ -411,7 +411,8 @@ def _print_plan(plan: Plan) -> None:
             out.print(f"\n{action.value} ({len(changes)}):")
         for change in changes:
             # markup=False: reasons quote persona data, which may contain rich markup brackets.
-            out.print(f"  persona {change.persona_id:>8}  {change.agent_id or '-':<34}  {change.reason}", markup=False, soft_wrap=True)
+            line = f"  persona {change.persona_id:>8}  {change.agent_id or '-':<34}  {change.reason}"
+            out.print(line, markup=False, soft_wrap=True)
 
 
 @main.command("plan")
@@ -451,7 +452,8 @@ def apply_command(yes: bool) -> None:
     for result in results:
         if result.change.action is Action.DELETE or not result.ok:
             status = "ok" if result.ok else "failed"
-            out.print(f"  {status} {result.change.action.value} persona {result.change.persona_id}: {result.detail}", markup=False, soft_wrap=True)
+            line = f"  {status} {result.change.action.value} persona {result.change.persona_id}: {result.detail}"
+            out.print(line, markup=False, soft_wrap=True)
     if failed:
         sys.exit(1)
 
@@ -477,7 +479,8 @@ def history_command(persona_id: int, fmt: str) -> None:
         out.print(f"No agent changes recorded for persona {persona_id}.")
     else:
         for row in rows:
-            out.print(f"{row['at']}  {row['action']:<9}  {row['agent_id'] or '-':<34}  {row['reason'] or ''}", markup=False, soft_wrap=True)
+            line = f"{row['at']}  {row['action']:<9}  {row['agent_id'] or '-':<34}  {row['reason'] or ''}"
+            out.print(line, markup=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

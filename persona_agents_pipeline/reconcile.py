@@ -142,14 +142,15 @@ def _plan_persona(
         keep = recorded
         payload = service.payload_for(spec)
         if persona.agent_config_hash != config_hash(payload):
-            changes.append(PlannedChange(Action.UPDATE, persona.id, recorded, _what_changed(persona, payload, voice_settings(spec))))
+            reason = _what_changed(persona, payload, voice_settings(spec))
+            changes.append(PlannedChange(Action.UPDATE, persona.id, recorded, reason))
         others = [agent for agent in carrying_identity if agent["agent_id"] != recorded]
     elif carrying_identity:
         # Same choice as the service's adoption: the oldest agent carrying the identity is kept.
         [adopted, *others] = oldest_first(carrying_identity)
         keep = adopted["agent_id"]
-        reason = f"recorded agent {recorded} is gone; " if recorded else "no agent recorded; "
-        changes.append(PlannedChange(Action.ADOPT, persona.id, keep, reason + "this agent carries the persona's identity", recorded))
+        reason = (f"recorded agent {recorded} is gone; " if recorded else "no agent recorded; ") + "this one carries its identity"
+        changes.append(PlannedChange(Action.ADOPT, persona.id, keep, reason, lost_agent_id=recorded))
     elif recorded:
         return [PlannedChange(Action.REPLACE, persona.id, recorded, "recorded agent is gone from ElevenLabs")], False
     else:
