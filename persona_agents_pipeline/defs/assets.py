@@ -49,12 +49,13 @@ class PersonaAgentConfig(dg.Config):
 
 def partition_metadata(result: ProvisionResult, force: bool) -> dict[str, dg.MetadataValue]:
     agent_id = result.agent_id or ""
-    note = {
+    notes = {
         Outcome.CREATED: "agent created",
         Outcome.ADOPTED: "an existing agent carrying this persona's identity was adopted",
         Outcome.PRESENT: "no-op: the persona already has an agent; materialize with config force: true to recreate it",
         Outcome.RECREATED: "agent recreated (force); the previous agent was deleted",
-    }[result.outcome]
+    }
+    note = notes.get(result.outcome, f"agent {result.outcome.value}")
     return {
         "outcome": dg.MetadataValue.text(result.outcome.value),
         "note": dg.MetadataValue.text(note),
