@@ -29,9 +29,13 @@ def create_elevenlabs_agent(persona_id: int, service: ProvisioningService | None
     return (service or default_service()).ensure_agent(persona_id)
 
 
-def ensure_agent(persona_id: int, service: ProvisioningService | None = None) -> str:
-    """The persona's agent id, creating the agent first if needed; safe to call from many processes at once."""
-    result = (service or default_service()).ensure_agent(persona_id)
+def ensure_agent(persona_id: int, service: ProvisioningService | None = None, *, verify_remote: bool = True) -> str:
+    """The persona's agent id, creating the agent first if needed; safe to call from many processes at once.
+
+    Before a training session the recorded agent is checked to still exist (one GET); one deleted on
+    ElevenLabs is replaced where auto-creation is on, and raises AgentGoneError otherwise.
+    """
+    result = (service or default_service()).ensure_agent(persona_id, verify_remote=verify_remote)
     assert result.agent_id is not None
     return result.agent_id
 

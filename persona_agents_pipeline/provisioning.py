@@ -97,6 +97,17 @@ class ClaimTimeoutError(RuntimeError):
     pass
 
 
+class AgentGoneError(RuntimeError):
+    """The persona's recorded agent no longer exists on ElevenLabs and auto-creation is off."""
+
+    def __init__(self, persona_id: int, agent_id: str):
+        self.persona_id, self.agent_id = persona_id, agent_id
+        super().__init__(
+            f"persona {persona_id}: agent {agent_id} is gone from ElevenLabs; run `persona-agents apply` "
+            "(or turn on AUTO_CREATE_ELEVENLABS_AGENTS) to replace it"
+        )
+
+
 def _default_owner() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -160,6 +171,7 @@ class ProvisioningService:
         claim_lease: timedelta = timedelta(seconds=60),
         claim_wait: timedelta | None = None,
         max_create_attempts: int = 6,
+        replace_lost_agents: bool = False,
     ):
         self.store = store
         self.client = client
@@ -171,6 +183,8 @@ class ProvisioningService:
         self.claim_wait = claim_wait or max(timedelta(minutes=2), 2 * claim_lease)
         self._heartbeat = _ClaimHeartbeat(store, self.owner, claim_lease)
         self.max_create_attempts = max_create_attempts
+        # Auto-creation on: an agent deleted upstream is replaced when found gone; off: it is reported.
+        self.replace_lost_agents = replace_lost_agents
 
     @classmethod
     def from_settings(cls, settings: Settings, *, api_key: str | None = None, store: PersonaStore | None = None):
@@ -184,6 +198,7 @@ class ProvisioningService:
             settings.voice_catalogue,
             tts_model=settings.tts_model,
             claim_lease=timedelta(seconds=settings.claim_lease_seconds),
+            replace_lost_agents=settings.auto_create,
         )
 
     # ---- desired state --------------------------------------------------------------------------
@@ -204,26 +219,32 @@ class ProvisioningService:
 
     # ---- public operations ----------------------------------------------------------------------
 
-    def ensure_agent(self, persona_id: int, *, force: bool = False, adopt_existing: bool = False) -> ProvisionResult:
+    def ensure_agent(
+        self, persona_id: int, *, force: bool = False, adopt_existing: bool = False, verify_remote: bool = False
+    ) -> ProvisionResult:
         """Make sure the persona has an agent (a new one when `force`); idempotent and safe across processes.
 
         `adopt_existing`: first look for an unrecorded agent carrying the persona's identity and adopt it.
+        `verify_remote`: also check that the recorded agent still exists; one gone from ElevenLabs is
+        replaced where auto-creation is on, and raises AgentGoneError otherwise.
         Raises PersonaNotFoundError, InvalidPersonaError (before any API call) or ElevenLabsError.
         """
         persona = self.store.require(persona_id)
         spec = persona_spec(persona)
         if persona.elevenlabs_agent_id and not force:
+            if verify_remote and not self._exists_remotely(persona.elevenlabs_agent_id):
+                log.warning("persona %s: agent %s is gone from ElevenLabs", persona_id, persona.elevenlabs_agent_id)
+                if not self.replace_lost_agents:
+                    raise AgentGoneError(persona_id, persona.elevenlabs_agent_id)
+                return self.replace_lost_agent(persona_id, persona.elevenlabs_agent_id)
             return self._result(spec, Outcome.PRESENT, persona.elevenlabs_agent_id)
         return self._provision_claimed(spec, force=force, adopt_existing=adopt_existing)
 
     def replace_lost_agent(self, persona_id: int, lost_agent_id: str, *, adopt_existing: bool = False) -> ProvisionResult:
         """The recorded agent is gone from ElevenLabs: forget it, then give the persona a new (or adopted) one."""
         spec = persona_spec(self.store.require(persona_id))
-        try:
-            self.client.get_agent(lost_agent_id)
-        except NotFoundError:
-            pass
-        else:  # the caller's view was stale (the list hides archived agents): the agent is there, keep it
+        if self._exists_remotely(lost_agent_id):
+            # The caller's view was stale (the list hides archived agents): the agent is there, keep it.
             return self._result(spec, Outcome.PRESENT, lost_agent_id)
         self.store.forget_agent(persona_id, lost_agent_id, reason="agent is gone from ElevenLabs")
         return self._provision_claimed(spec, force=False, adopt_existing=adopt_existing, replaces=lost_agent_id)
@@ -331,6 +352,13 @@ class ProvisioningService:
         if not prompt_ok:
             problems.append("prompt differs from the one the current traits produce")
         return AgentCheck(persona_id, agent_id, True, voice_ok, prompt_ok, tuple(problems))
+
+    def _exists_remotely(self, agent_id: str) -> bool:
+        try:
+            self.client.get_agent(agent_id)
+        except NotFoundError:
+            return False
+        return True
 
     # ---- the exactly-once core ------------------------------------------------------------------
 
