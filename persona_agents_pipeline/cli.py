@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .config import ConfigurationError, Settings, load_api_key
 from .demo_data import demo_personas
 from .elevenlabs.errors import ElevenLabsError, MalformedResponseError
-from .models import Persona
+from .models import Persona, utcnow
 from .provisioning import Outcome, ProvisioningService, ProvisionResult
 from .reconcile import Action, Plan, apply_plan, build_plan
 from .store import PersonaNotFoundError, PersonaStore, persona_spec
@@ -247,29 +247,17 @@ def _print_summary(results: list[ProvisionResult]) -> None:
 
 
 def _status_rows(store: PersonaStore) -> Iterator[dict]:
+    now = utcnow()
     for persona in store.iter_personas():
-        try:
-            spec = persona_spec(persona)
-            voice = choose_voice(spec).name
-            problem = ""
-        except InvalidPersonaError as exc:
-            voice, problem = "", exc.reason and f"{exc.field} {exc.reason}"
-        if persona.elevenlabs_agent_id:
-            status = "active"
-        elif problem:
-            status = "invalid"
-        elif persona.agent_claim_owner:
-            status = "in_progress"
-        else:
-            status = "missing"
+        problem = persona.invalid_reason()
         yield {
             "id": persona.id,
             "name": persona.name,
-            "status": status,
-            "voice": voice,
+            "status": persona.agent_status(now),
+            "voice": "" if problem else choose_voice(persona_spec(persona)).name,
             "agent_id": persona.elevenlabs_agent_id or "",
             "agent_created_at": persona.agent_created_at.isoformat(timespec="seconds") if persona.agent_created_at else "",
-            "problem": problem,
+            "problem": problem or "",
         }
 
 

@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .voice_policy import InvalidPersonaError, PersonaSpec, validate_persona
+
 
 def utcnow() -> datetime:
     """Naive UTC: SQLite keeps no zone, so every timestamp we compare is naive UTC on both databases."""
@@ -51,6 +53,34 @@ class Persona(Base):
     @property
     def has_elevenlabs_agent(self) -> bool:
         return bool(self.elevenlabs_agent_id)
+
+    def agent_status(self, now: datetime) -> str:
+        """One of AGENT_STATUSES; what the CLI status list and the Dagster report both show."""
+        if self.elevenlabs_agent_id:
+            return "active"
+        if self.invalid_reason():
+            return "invalid"
+        if self.agent_claim_owner and self.agent_claim_expires_at and self.agent_claim_expires_at > now:
+            return "in_progress"
+        if self.agent_create_attempted_at:
+            return "interrupted"  # a create may have been sent; the next run adopts or creates
+        return "missing"
+
+    def spec(self) -> PersonaSpec:
+        """The validated spec its agent is built from; raises InvalidPersonaError naming persona and field."""
+        return validate_persona(
+            self.id, self.name, self.temper_level, self.chattiness, self.emotional_attachment, self.description
+        )
+
+    def invalid_reason(self) -> str | None:
+        try:
+            self.spec()
+        except InvalidPersonaError as exc:
+            return f"{exc.field} {exc.reason}"
+        return None
+
+
+AGENT_STATUSES = ("active", "missing", "in_progress", "interrupted", "invalid")
 
 
 class PersonaChange(Base):

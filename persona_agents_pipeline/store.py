@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import AgentEvent, Persona, PersonaChange, utcnow
-from .voice_policy import InvalidPersonaError, validate_persona
+from .voice_policy import InvalidPersonaError, PersonaSpec, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -325,16 +325,9 @@ class PersonaStore:
             return session.execute(delete(PersonaChange).where(PersonaChange.seq <= up_to_seq)).rowcount
 
 
-def persona_spec(persona: Persona):
+def persona_spec(persona: Persona) -> PersonaSpec:
     """The validated spec for a stored persona; raises InvalidPersonaError naming the persona and field."""
-    return validate_persona(
-        persona.id,
-        persona.name,
-        persona.temper_level,
-        persona.chattiness,
-        persona.emotional_attachment,
-        persona.description,
-    )
+    return persona.spec()
 
 
 __all__ = ["PersonaStore", "PersonaNotFoundError", "InvalidPersonaError", "Claim", "persona_spec"]
