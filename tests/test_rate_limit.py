@@ -80,3 +80,18 @@ def _enter(limiter: RequestLimiter) -> float:
 def test_rejects_nonsense_limits(rate, concurrent):
     with pytest.raises(ValueError):
         RequestLimiter(rate, concurrent)
+
+
+def test_429_pause_lowers_the_rate_once_per_window_and_quiet_time_restores_it():
+    limiter = RequestLimiter(rate_per_second=10, max_concurrent=None, recovery_seconds=0.2)
+    limiter.pause(0.0)
+    limiter.pause(0.0)  # threads hitting the same limit together: one cut, not two
+    assert limiter.effective_rate == pytest.approx(9.0)
+    time.sleep(0.25)
+    with limiter.slot():
+        pass
+    assert limiter.effective_rate == pytest.approx(9.5)
+    time.sleep(0.25)
+    with limiter.slot():
+        pass
+    assert limiter.effective_rate == pytest.approx(10.0)  # never above the configured rate
