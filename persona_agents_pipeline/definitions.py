@@ -5,6 +5,7 @@ import dagster as dg
 
 from .defs.assets import agent_status_report, persona_agent, personas
 from .defs.checks import persona_agent_checks
+from .defs.drift import agent_drift_sensor
 from .defs.resources import ElevenLabsResource, PersonaStoreResource
 from .defs.schedules import backfill_missing_agents
 from .defs.sensors import new_personas_sensor
@@ -12,7 +13,7 @@ from .defs.sensors import new_personas_sensor
 defs = dg.Definitions(
     assets=[personas, persona_agent, agent_status_report],
     asset_checks=[persona_agent_checks],
-    sensors=[new_personas_sensor],
+    sensors=[new_personas_sensor, agent_drift_sensor],
     schedules=[backfill_missing_agents],
     resources={
         "persona_store": PersonaStoreResource(),

@@ -19,6 +19,12 @@ def apply_partition_requests(instance: dg.DagsterInstance, requests: Iterable) -
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
 
 
+def apply_asset_events(instance: dg.DagsterInstance, events: Iterable) -> None:
+    """What the sensor daemon does with a SensorResult's asset_events (before it submits the runs)."""
+    for event in events:
+        instance.report_runless_asset_event(event)
+
+
 def execute_run_request(instance: dg.DagsterInstance, request: dg.RunRequest, run_config: dict | None = None):
     """Execute one requested run in this process against the real instance."""
     job = defs.resolve_implicit_global_asset_job_def()
@@ -26,6 +32,6 @@ def execute_run_request(instance: dg.DagsterInstance, request: dg.RunRequest, ru
         instance=instance,
         asset_selection=list(request.asset_selection),
         tags=dict(request.tags),
-        run_config=run_config or {},
+        run_config=run_config or request.run_config or {},
         raise_on_error=False,
     )

@@ -2,17 +2,19 @@
 
 
 from collections import Counter
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ..models import utcnow
+from ..models import AgentEvent, utcnow
 from ..provisioning import Outcome, ProvisionResult
 from ..store import persona_spec
 from ..voice_policy import InvalidPersonaError
-from .partitions import RUN_BATCH_SIZE, personas_partitions
-from .resources import ElevenLabsResource, PersonaStoreResource, dashboard_url, provisioning_service
+from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
+from .resources import ElevenLabsResource, PersonaStoreResource, dashboard_url, desired_state_service, provisioning_service
+from .traits import drifted_hashes
 
 GROUP = "persona_agents"
 ELEVENLABS_POOL = "elevenlabs_api"
@@ -28,16 +30,16 @@ PERMANENT = {Outcome.INVALID, Outcome.NOT_FOUND}
 
 @dg.observable_source_asset(
     name="personas",
+    partitions_def=personas_partitions,
     group_name=GROUP,
-    description="The application's `personas` table. Its data version changes with every insert, delete or trait edit.",
+    description="The application's `personas` table, one partition per persona. A partition's data version is the "
+    "hash of the agent config its traits produce, so a trait edit marks its `persona_agent` partition stale. "
+    "`agent_drift_sensor` observes edited personas; observing by hand is a full pass that reports every "
+    "persona whose agent was built from other traits.",
 )
-def personas(persona_store: PersonaStoreResource) -> dg.ObserveResult:
-    store = persona_store.get_store()
-    seq, count = store.latest_change_seq(), store.count()
-    return dg.ObserveResult(
-        data_version=dg.DataVersion(f"{seq}-{count}"),
-        metadata={"personas": dg.MetadataValue.int(count), "latest_change_seq": dg.MetadataValue.int(seq)},
-    )
+def personas(persona_store: PersonaStoreResource) -> dg.DataVersionsByPartition:
+    drifted = drifted_hashes(desired_state_service(persona_store), persona_store.get_store().iter_personas())
+    return dg.DataVersionsByPartition({persona_key(persona_id): wanted for persona_id, wanted in drifted.items()})
 
 
 class PersonaAgentConfig(dg.Config):
@@ -45,15 +47,35 @@ class PersonaAgentConfig(dg.Config):
         default=False,
         description="Recreate the agent even if the persona has one (the old agent is deleted after the new one is saved).",
     )
+    mode: Literal["ensure", "update"] = Field(
+        default="ensure",
+        description="ensure: create agents that are missing, leave existing ones alone. update: bring existing agents "
+        "to the config their persona's traits produce now, in place (same agent id; no call when already current). "
+        "agent_drift_sensor requests update runs.",
+    )
 
 
-def partition_metadata(result: ProvisionResult, force: bool) -> dict[str, dg.MetadataValue]:
+HISTORY_SHOWN = 10
+
+
+def history_table(events: list[AgentEvent]) -> str:
+    """The persona's most recent agent events, newest first, as a markdown table."""
+    rows = [
+        f"| {event.at:%Y-%m-%d %H:%M:%S} | {event.action} | {event.agent_id or ''} | {(event.reason or '').replace('|', '/')} |"
+        for event in reversed(events[-HISTORY_SHOWN:])
+    ]
+    return "| at (UTC) | action | agent | reason |\n|---|---|---|---|\n" + "\n".join(rows)
+
+
+def partition_metadata(result: ProvisionResult, force: bool, history: list[AgentEvent]) -> dict[str, dg.MetadataValue]:
     agent_id = result.agent_id or ""
     notes = {
         Outcome.CREATED: "agent created",
         Outcome.ADOPTED: "an existing agent carrying this persona's identity was adopted",
         Outcome.PRESENT: "no-op: the persona already has an agent; materialize with config force: true to recreate it",
         Outcome.RECREATED: "agent recreated (force); the previous agent was deleted",
+        Outcome.UPDATED: "agent updated in place to the persona's current traits (same agent id)",
+        Outcome.REPLACED: "the recorded agent was gone from ElevenLabs; a new one replaces it",
     }
     note = notes.get(result.outcome, f"agent {result.outcome.value}")
     return {
@@ -65,6 +87,7 @@ def partition_metadata(result: ProvisionResult, force: bool) -> dict[str, dg.Met
         "voice_settings": dg.MetadataValue.json(result.voice_settings or {}),
         "dashboard": dg.MetadataValue.url(dashboard_url(agent_id)),
         "force": dg.MetadataValue.bool(force),
+        "history": dg.MetadataValue.md(history_table(history)),
     }
 
 
@@ -102,28 +125,35 @@ def persona_agent(
         except ValueError:
             failed.append(ProvisionResult(-1, Outcome.INVALID, error=f"partition key {key!r} is not a persona id"))
 
+    if config.force and config.mode == "update":
+        raise dg.Failure(description="force (recreate) and mode update (patch in place) exclude each other", allow_retries=False)
     service = provisioning_service(persona_store, elevenlabs)
-    context.log.info("provisioning %d persona(s), force=%s", len(ids), config.force)
+    context.log.info("provisioning %d persona(s), mode=%s, force=%s", len(ids), config.mode, config.force)
     try:
-        results = service.provision_many(ids, concurrency=elevenlabs.concurrency(), force=config.force)
+        results = service.provision_many(
+            ids,
+            concurrency=elevenlabs.concurrency(),
+            force=config.force,
+            operation=service.update_agent if config.mode == "update" else None,
+        )
     finally:
         service.client.close()
     succeeded = [r for r in results if r.ok]
     failed += [r for r in results if not r.ok]
     counts = Counter(r.outcome.value for r in results)
+    store = service.store
+
+    def metadata_for(result: ProvisionResult) -> dict[str, dg.MetadataValue]:
+        return partition_metadata(result, config.force, store.history(result.persona_id))
 
     if not failed:
         for result in succeeded:
-            context.add_asset_metadata(partition_metadata(result, config.force), partition_key=str(result.persona_id))
+            context.add_asset_metadata(metadata_for(result), partition_key=str(result.persona_id))
         yield dg.MaterializeResult(metadata={f"batch_{name}": dg.MetadataValue.int(n) for name, n in counts.items()})
         return
 
     for result in succeeded:
-        yield dg.AssetMaterialization(
-            asset_key=context.asset_key,
-            partition=str(result.persona_id),
-            metadata=partition_metadata(result, config.force),
-        )
+        yield dg.AssetMaterialization(asset_key=context.asset_key, partition=str(result.persona_id), metadata=metadata_for(result))
     metadata = {
         "failed_personas": dg.MetadataValue.json(
             [{"persona_id": r.persona_id, "outcome": r.outcome.value, "reason": r.error} for r in failed]

@@ -24,6 +24,10 @@ from .resources import ElevenLabsResource, PersonaStoreResource, provisioning_se
 EXISTS = "remote_agent_exists"
 MATCHES = "agent_matches_traits"
 MAX_LISTED = 50
+PLAN_HINT = (
+    "Run `persona-agents plan` for the full plan (updates, replaces, adoptions, deletes) and "
+    "`persona-agents apply` to carry it out; agent_drift_sensor updates drifted agents automatically where it runs."
+)
 
 
 def persona_ids_for_run(context: dg.AssetCheckExecutionContext, persona_store: PersonaStoreResource) -> list[int]:
@@ -44,20 +48,25 @@ def persona_ids_for_run(context: dg.AssetCheckExecutionContext, persona_store: P
     return [int(key) for key in keys if key.isdigit()]
 
 
-def _result(name: str, checked: int, failures: list[tuple[int, str]]) -> dg.AssetCheckResult:
+def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str | None = None) -> dg.AssetCheckResult:
     listed = failures[:MAX_LISTED]
     text = "\n".join(f"persona {pid}: {reason}" for pid, reason in listed)
     if len(failures) > MAX_LISTED:
         text += f"\n... and {len(failures) - MAX_LISTED} more"
+    if failures and hint:
+        text += f"\n{hint}"
+    metadata = {
+        "checked": dg.MetadataValue.int(checked),
+        "failed": dg.MetadataValue.int(len(failures)),
+        "failures": dg.MetadataValue.json([{"persona_id": pid, "reason": reason} for pid, reason in listed]),
+    }
+    if hint:
+        metadata["next_step"] = dg.MetadataValue.md(hint)
     return dg.AssetCheckResult(
         check_name=name,
         passed=not failures,
         description=(f"{len(failures)} of {checked} persona(s) failed:\n{text}" if failures else f"all {checked} persona(s) pass"),
-        metadata={
-            "checked": dg.MetadataValue.int(checked),
-            "failed": dg.MetadataValue.int(len(failures)),
-            "failures": dg.MetadataValue.json([{"persona_id": pid, "reason": reason} for pid, reason in listed]),
-        },
+        metadata=metadata,
     )
 
 
@@ -65,7 +74,10 @@ def _result(name: str, checked: int, failures: list[tuple[int, str]]) -> dg.Asse
     specs=[
         dg.AssetCheckSpec(EXISTS, asset=persona_agent, description="The persona's recorded agent exists on ElevenLabs."),
         dg.AssetCheckSpec(
-            MATCHES, asset=persona_agent, description="The agent's voice and prompt match what the persona's current traits produce."
+            MATCHES,
+            asset=persona_agent,
+            description="The agent's voice and prompt match what the persona's current traits produce. "
+            f"{PLAN_HINT}",
         ),
     ],
     pool="elevenlabs_api",
@@ -97,4 +109,4 @@ def persona_agent_checks(
     finally:
         service.client.close()
     yield _result(EXISTS, len(ids), missing)
-    yield _result(MATCHES, len(ids) - len(missing), drifted)
+    yield _result(MATCHES, len(ids) - len(missing), drifted, hint=PLAN_HINT)

@@ -77,5 +77,12 @@ def provisioning_service(persona_store: PersonaStoreResource, elevenlabs: Eleven
     )
 
 
+def desired_state_service(persona_store: PersonaStoreResource) -> ProvisioningService:
+    """A service for the desired state only (payloads, config hashes): it has no API client, so sensors and
+    observations that compare traits with recorded agents need no API key and make no API call."""
+    settings = Settings.from_env()
+    return ProvisioningService(persona_store.get_store(), None, settings.voice_catalogue, tts_model=settings.tts_model)  # type: ignore[arg-type]
+
+
 def dashboard_url(agent_id: str) -> str:
     return f"{Settings.from_env().dashboard_url.rstrip('/')}/{agent_id}"

@@ -10,7 +10,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from ..config import Settings
 from .assets import persona_agent
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
-from .resources import PersonaStoreResource
+from .resources import PersonaStoreResource, desired_state_service
+from .traits import desired_hashes, personas_by_id, traits_observations
 
 # Bounded work per tick (Dagster gives a sensor evaluation 60 s); the rest waits for the next tick.
 MAX_CHANGES_PER_TICK = 20_000
@@ -26,10 +27,11 @@ def automation_status() -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED
 
 
-def range_run_request(keys: Sequence[str], run_key: str | None, reason: str) -> dg.RunRequest:
+def range_run_request(keys: Sequence[str], run_key: str | None, reason: str, run_config: dict | None = None) -> dg.RunRequest:
     """One run over the partition range keys[0]..keys[-1] (keys contiguous in the partitions' order)."""
     return dg.RunRequest(
         run_key=run_key,
+        run_config=run_config or {},
         asset_selection=[persona_agent.key],
         tags={
             ASSET_PARTITION_RANGE_START_TAG: keys[0],
@@ -38,6 +40,11 @@ def range_run_request(keys: Sequence[str], run_key: str | None, reason: str) -> 
             "persona_agents/batch_size": str(len(keys)),
         },
     )
+
+
+def new_persona_hashes(persona_store: PersonaStoreResource, keys: Sequence[str]) -> dict[int, str]:
+    service = desired_state_service(persona_store)
+    return desired_hashes(service, personas_by_id(service.store, [int(key) for key in keys]))
 
 
 def batches(keys: Sequence[str], size: int = RUN_BATCH_SIZE) -> list[list[str]]:
@@ -89,6 +96,8 @@ def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: Pers
         range_run_request(batch, run_key=f"new-personas:{batch[0]}-{batch[-1]}:{last_seq}", reason="new personas")
         for batch in batches(new_keys)
     ]
+    # The baseline data version of each new `personas` partition; a later trait edit then marks its agent stale.
+    baseline = traits_observations(new_persona_hashes(persona_store, new_keys)) if new_keys else []
     context.log.info(
         "changes %d..%d: %d new partition(s) in %d run(s), %d removed", changes[0].seq, last_seq,
         len(new_keys), len(run_requests), len(gone_keys),
@@ -96,6 +105,7 @@ def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: Pers
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=partition_requests,
+        asset_events=baseline,
         cursor=str(last_seq),
         skip_reason=None if (run_requests or partition_requests) else f"changes up to seq {last_seq} need no action",
     )

@@ -1,0 +1,193 @@
+"""Drift in Dagster: trait edits mark persona_agent partitions stale, agent_drift_sensor updates exactly those agents.
+
+Real DagsterInstance, real persona store (SQLite and PostgreSQL), the HTTP sandbox; sensor ticks and their
+runs are carried out the way the daemon does (asset events reported, partitions added, runs executed).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.loader import LoadingContextForTest
+from sqlalchemy import text
+
+from persona_agents_pipeline.defs.assets import persona_agent
+from persona_agents_pipeline.defs.checks import MATCHES, persona_agent_checks
+from persona_agents_pipeline.defs.drift import agent_drift_sensor
+from persona_agents_pipeline.defs.partitions import personas_partitions
+from persona_agents_pipeline.defs.resources import PersonaStoreResource
+from persona_agents_pipeline.defs.sensors import new_personas_sensor
+from persona_agents_pipeline.definitions import defs
+from persona_agents_pipeline.store import persona_spec
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, choose_voice, voice_settings
+
+from dagster_helpers import apply_asset_events, apply_partition_requests, execute_run_request
+
+PERSONAS = 30
+EDITED = slice(2, None, 7)  # 4 scattered personas out of 30
+
+
+@pytest.fixture
+def env(monkeypatch, store, sandbox):
+    monkeypatch.setenv("PERSONAS_DATABASE_URL", store.database_url)
+    monkeypatch.setenv("ELEVENLABS_BASE_URL", sandbox.url)
+    monkeypatch.setenv("ELEVENLABS_API_KEY", "sandbox-test-key")
+    monkeypatch.setenv("ELEVENLABS_RATE_LIMIT", "500")
+    monkeypatch.setenv("ELEVENLABS_MAX_CONCURRENT", "8")
+    return {"persona_store": PersonaStoreResource(database_url=store.database_url)}
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as dagster_instance:
+        yield dagster_instance
+
+
+def tick(sensor, instance, resources, cursor=None):
+    """One sensor tick as the daemon runs it: evaluate, record its asset events and partitions, execute its runs."""
+    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+    if isinstance(result, dg.SkipReason):
+        return result, []
+    apply_asset_events(instance, result.asset_events or [])
+    apply_partition_requests(instance, result.dynamic_partitions_requests or [])
+    return result, [execute_run_request(instance, request) for request in result.run_requests]
+
+
+def stale_keys(instance, keys: list[str]) -> set[str]:
+    """The persona_agent partitions Dagster's own stale-status logic (the one behind the UI) reports stale."""
+    resolver = CachingStaleStatusResolver(
+        instance, defs.resolve_asset_graph(), loading_context=LoadingContextForTest(instance)
+    )
+    return {key for key in keys if resolver.get_status(persona_agent.key, key) == StaleStatus.STALE}
+
+
+def latest_metadata(instance, key: str) -> dict:
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=1
+    ).records
+    return {name: value.value for name, value in record.asset_materialization.metadata.items()}
+
+
+def materialization_count(instance, key: str) -> int:
+    return len(
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=100
+        ).records
+    )
+
+
+def flip_traits(store, persona_id: int) -> None:
+    """A plain SQL edit, as the application makes it, moving the persona to the opposite voice corner."""
+    hot_and_chatty = choose_voice(persona_spec(store.get(persona_id))).name == "Bella"
+    value = 0.1 if hot_and_chatty else 0.9
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE personas SET temper_level = :v, chattiness = :v WHERE id = :id"), {"v": value, "id": persona_id}
+        )
+
+
+def persona_rows(count: int) -> list[dict]:
+    return [
+        {"name": f"Persona {n}", "temper_level": (n % 10) / 10, "chattiness": ((n * 3) % 10) / 10,
+         "emotional_attachment": ((n * 7) % 10) / 10}
+        for n in range(count)
+    ]
+
+
+def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, sandbox, env, instance):
+    ids = store.add_personas(persona_rows(PERSONAS))
+    keys = [str(i) for i in ids]
+    created, runs = tick(new_personas_sensor, instance, env)
+    assert runs and all(run.success for run in runs)
+    agents = {p.id: p.elevenlabs_agent_id for p in store.with_agents()}
+    assert len(agents) == PERSONAS == len(sandbox.agents())
+    assert stale_keys(instance, keys) == set()
+
+    # The drift sensor starts from the same point of the change log as the creation.
+    first = agent_drift_sensor(dg.build_sensor_context(instance=instance, cursor=created.cursor, resources=env))
+    assert isinstance(first, dg.SkipReason)
+
+    edited = ids[EDITED]
+    for persona_id in edited:
+        flip_traits(store, persona_id)
+    # An edit that changes nothing the agent is built from (same value written back) requests nothing.
+    untouched_edit = ids[0]
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE personas SET temper_level = temper_level WHERE id = :id"), {"id": untouched_edit})
+    remote_before = {agent["agent_id"]: copy.deepcopy(agent) for agent in sandbox.agents()}
+    counts_before = {key: materialization_count(instance, key) for key in keys}
+
+    # One tick: the edited personas are observed with their new config hash (stale in the UI) ...
+    result = agent_drift_sensor(dg.build_sensor_context(instance=instance, cursor=created.cursor, resources=env))
+    assert isinstance(result, dg.SensorResult)
+    apply_asset_events(instance, result.asset_events)
+    assert stale_keys(instance, keys) == {str(i) for i in edited}
+    # ... and their update is requested in one batched run, in update mode.
+    assert len(result.run_requests) == 1
+    [request] = result.run_requests
+    assert request.run_config["ops"]["persona_agent"]["config"]["mode"] == "update"
+    assert int(result.cursor) == store.latest_change_seq()
+
+    run = execute_run_request(instance, request)
+    assert run.success
+
+    # Updated in place: same agent ids, the voice and settings the new traits produce.
+    assert {p.id: p.elevenlabs_agent_id for p in store.with_agents()} == agents
+    remote = {agent["agent_id"]: agent for agent in sandbox.agents()}
+    assert set(remote) == set(agents.values())
+    for persona_id in edited:
+        spec = persona_spec(store.get(persona_id))
+        tts = remote[agents[persona_id]]["conversation_config"]["tts"]
+        assert tts["voice_id"] == DEFAULT_VOICE_CATALOGUE[choose_voice(spec).name]
+        assert tts["stability"] == voice_settings(spec)["stability"]
+        assert tts != remote_before[agents[persona_id]]["conversation_config"]["tts"]
+        metadata = latest_metadata(instance, str(persona_id))
+        assert metadata["outcome"] == "updated"
+        assert metadata["agent_id"] == agents[persona_id]
+        history = metadata["history"]
+        assert history.index("| updated |") < history.index("| created |"), "newest first"
+        assert agents[persona_id] in history
+    # Unchanged personas: their agents are exactly as before, and outside the run's range not even materialized.
+    unchanged = [pid for pid in ids if pid not in edited]
+    for persona_id in unchanged:
+        assert remote[agents[persona_id]] == remote_before[agents[persona_id]]
+    run_range = {key for key in keys if int(key) in range(min(edited), max(edited) + 1)}
+    for key in set(keys) - run_range:
+        assert materialization_count(instance, key) == counts_before[key]
+    for key in run_range - {str(i) for i in edited}:
+        assert latest_metadata(instance, key)["outcome"] == "present"  # no-op inside the batch's range
+
+    # Fresh again, and the next tick requests nothing.
+    assert stale_keys(instance, keys) == set()
+    again = agent_drift_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=env))
+    assert isinstance(again, dg.SkipReason)
+    # The config-drift check on the updated run passes.
+    checks = {evaluation.check_name: evaluation for evaluation in run.get_asset_check_evaluations()}
+    assert checks[MATCHES].passed
+
+
+def test_drift_sensor_ignores_inserts_deletes_and_personas_without_agents(store, sandbox, env, instance):
+    ids = store.add_personas(persona_rows(3))
+    instance.add_dynamic_partitions(personas_partitions.name, [str(i) for i in ids])
+    flip_traits(store, ids[0])  # no agent yet: a creation matter, not drift
+    with store.engine.begin() as connection:
+        connection.execute(text("DELETE FROM personas WHERE id = :id"), {"id": ids[1]})
+
+    result = agent_drift_sensor(dg.build_sensor_context(instance=instance, resources=env))
+
+    assert not result.run_requests and not result.asset_events
+    assert int(result.cursor) == store.latest_change_seq(), "the cursor moves past what needed nothing"
+    assert len(sandbox.agents()) == 0
+
+
+def test_failed_check_points_to_the_plan():
+    spec = next(spec for spec in persona_agent_checks.check_specs if spec.name == MATCHES)
+    assert "persona-agents plan" in spec.description
+
+
+def test_drift_sensor_is_registered_with_the_automation_default():
+    sensor = defs.get_sensor_def("agent_drift_sensor")
+    assert sensor.default_status == defs.get_sensor_def("new_personas_sensor").default_status
