@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .voice_policy import DEFAULT_TTS_MODEL, DEFAULT_VOICE_CATALOGUE, VOICE_PROFILES
+from .voice_policy import DEFAULT_TTS_MODEL, DEFAULT_VOICE_CATALOGUE, VOICE_PROFILES, AgentTemplate
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 PRODUCTION = "production"
@@ -117,6 +117,9 @@ class Settings:
     dashboard_url: str = "https://elevenlabs.io/app/agents/agents"
     # How long a claim outlives a crashed process; live processes renew theirs.
     claim_lease_seconds: float = 60.0
+
+    def agent_template(self) -> AgentTemplate:
+        return AgentTemplate(self.voice_catalogue, self.tts_model)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":

@@ -35,9 +35,9 @@ from .elevenlabs.rate_limit import RequestLimiter
 from .models import utcnow
 from .store import Claim, PersonaNotFoundError, PersonaStore, persona_spec
 from .voice_policy import (
+    AgentTemplate,
     InvalidPersonaError,
     PersonaSpec,
-    agent_payload,
     choose_voice,
     config_hash,
     identity_marker,
@@ -176,7 +176,7 @@ class ProvisioningService:
         self.store = store
         self.client = client
         self.voice_catalogue = dict(voice_catalogue)
-        self.tts_model = tts_model
+        self.template = AgentTemplate(self.voice_catalogue, tts_model)
         self.owner = owner or _default_owner()
         self.claim_lease = claim_lease
         # Long enough for a crashed caller's claim to expire and be taken over.
@@ -204,7 +204,7 @@ class ProvisioningService:
     # ---- desired state --------------------------------------------------------------------------
 
     def payload_for(self, spec: PersonaSpec) -> dict[str, Any]:
-        return agent_payload(spec, self.voice_catalogue, tts_model=self.tts_model)
+        return self.template.payload(spec)
 
     def _result(self, spec: PersonaSpec, outcome: Outcome, agent_id: str) -> ProvisionResult:
         voice = choose_voice(spec)

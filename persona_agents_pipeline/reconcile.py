@@ -17,7 +17,7 @@ from .elevenlabs.errors import ElevenLabsError
 from .models import Persona
 from .provisioning import ProvisioningService, ProvisionResult, oldest_first
 from .store import persona_spec
-from .voice_policy import PROJECT_TAG, InvalidPersonaError, config_hash, identity_tag, voice_settings
+from .voice_policy import PROJECT_TAG, AgentTemplate, InvalidPersonaError, config_hash, identity_tag, voice_settings
 
 IDENTITY_PREFIX = identity_tag("")
 
@@ -84,10 +84,10 @@ def persona_of(agent: dict[str, Any]) -> int | None:
     return None
 
 
-def desired_config_hash(service: ProvisioningService, persona: Persona) -> str | None:
+def desired_config_hash(template: AgentTemplate, persona: Persona) -> str | None:
     """The hash of the agent config the persona's current traits produce; None for an invalid persona."""
     try:
-        return config_hash(service.payload_for(persona_spec(persona)))
+        return template.config_hash(persona.spec())
     except InvalidPersonaError:
         return None
 
@@ -96,7 +96,7 @@ def drifted_persona_ids(service: ProvisioningService) -> Iterator[int]:
     """Personas whose recorded agent was built from other traits than they have now; the store alone, no API call."""
     for persona in service.store.iter_personas():
         if persona.elevenlabs_agent_id:
-            wanted = desired_config_hash(service, persona)
+            wanted = desired_config_hash(service.template, persona)
             if wanted is not None and wanted != persona.agent_config_hash:
                 yield persona.id
 

@@ -24,6 +24,7 @@ from .voice_policy import InvalidPersonaError, PersonaSpec, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+ID_CHUNK = 1000  # ids per IN (...) list: well inside SQLite's and PostgreSQL's parameter limits
 
 
 class PersonaNotFoundError(LookupError):
@@ -162,13 +163,14 @@ class PersonaStore:
         with self.session() as session:
             return list(session.scalars(select(Persona.id).where(Persona.elevenlabs_agent_id.is_(None)).order_by(Persona.id)))
 
-    def existing_ids(self, persona_ids: Sequence[int]) -> set[int]:
-        found: set[int] = set()
+    def get_many(self, persona_ids: Sequence[int]) -> list[Persona]:
+        """The personas with these ids that still exist, in id order: one primary-key query per chunk."""
+        found: list[Persona] = []
         with self.session() as session:
-            for start in range(0, len(persona_ids), 500):
-                chunk = persona_ids[start : start + 500]
-                found.update(session.scalars(select(Persona.id).where(Persona.id.in_(chunk))))
-        return found
+            for start in range(0, len(persona_ids), ID_CHUNK):
+                chunk = list(persona_ids[start : start + ID_CHUNK])
+                found += session.scalars(select(Persona).where(Persona.id.in_(chunk)))
+        return sorted(found, key=lambda persona: persona.id)
 
     def count(self) -> int:
         with self.session() as session:

@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 TRAIT_FIELDS = ("temper_level", "chattiness", "emotional_attachment")
@@ -244,3 +244,17 @@ def config_hash(payload: Mapping[str, Any]) -> str:
     """Stable hash of an agent config: canonical JSON (sorted keys), so key order never matters."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AgentTemplate:
+    """The desired agent for any persona: the payload and its config hash, from configuration alone."""
+
+    voice_catalogue: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_VOICE_CATALOGUE))
+    tts_model: str = DEFAULT_TTS_MODEL
+
+    def payload(self, spec: PersonaSpec) -> dict[str, Any]:
+        return agent_payload(spec, self.voice_catalogue, tts_model=self.tts_model)
+
+    def config_hash(self, spec: PersonaSpec) -> str:
+        return config_hash(self.payload(spec))

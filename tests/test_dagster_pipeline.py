@@ -311,7 +311,7 @@ def test_status_report_counts_by_status(store, instance):
     )
     frame = result.output_for_node("agent_status_report")
     counts = dict(zip(frame["status"], frame["personas"]))
-    assert counts["agent"] == 1 and counts["invalid"] == 1 and counts["missing"] == 2
+    assert counts["active"] == 1 and counts["invalid"] == 1 and counts["missing"] == 2
     metadata = result.asset_materializations_for_node("agent_status_report")[0].metadata
     assert metadata["count_missing"].value == 2
     assert "| missing | 2 |" in metadata["status_table"].value

@@ -8,12 +8,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ..models import AgentEvent, utcnow
+from ..models import AGENT_STATUSES, AgentEvent, utcnow
 from ..provisioning import Outcome, ProvisionResult
-from ..store import persona_spec
-from ..voice_policy import InvalidPersonaError
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
-from .resources import ElevenLabsResource, PersonaStoreResource, dashboard_url, desired_state_service, provisioning_service
+from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
 from .traits import drifted_hashes
 
 GROUP = "persona_agents"
@@ -38,7 +36,7 @@ PERMANENT = {Outcome.INVALID, Outcome.NOT_FOUND}
     "persona whose agent was built from other traits.",
 )
 def personas(persona_store: PersonaStoreResource) -> dg.DataVersionsByPartition:
-    drifted = drifted_hashes(desired_state_service(persona_store), persona_store.get_store().iter_personas())
+    drifted = drifted_hashes(agent_template(), persona_store.get_store().iter_personas())
     return dg.DataVersionsByPartition({persona_key(persona_id): wanted for persona_id, wanted in drifted.items()})
 
 
@@ -169,37 +167,20 @@ def persona_agent(
     )
 
 
-def persona_status(persona, now) -> str:
-    if persona.elevenlabs_agent_id:
-        return "agent"
-    try:
-        persona_spec(persona)
-    except InvalidPersonaError:
-        return "invalid"
-    if persona.agent_claim_owner and persona.agent_claim_expires_at and persona.agent_claim_expires_at > now:
-        return "in_progress"
-    if persona.agent_create_attempted_at:
-        return "interrupted"
-    return "missing"
-
-
-STATUSES = ("agent", "missing", "in_progress", "interrupted", "invalid")
-
-
 @dg.asset(
     deps=[persona_agent],
     group_name=GROUP,
     kinds={"pandas"},
-    description="Counts of personas by agent status (agent, missing, in_progress, interrupted, invalid).",
+    description="Counts of personas by agent status (active, missing, in_progress, interrupted, invalid).",
 )
 def agent_status_report(persona_store: PersonaStoreResource) -> dg.Output[pd.DataFrame]:
     now = utcnow()
-    counts: Counter[str] = Counter({status: 0 for status in STATUSES})
+    counts: Counter[str] = Counter({status: 0 for status in AGENT_STATUSES})
     examples: dict[str, list[int]] = {}
     for persona in persona_store.get_store().iter_personas():
-        status = persona_status(persona, now)
+        status = persona.agent_status(now)
         counts[status] += 1
-        if status != "agent" and len(examples.setdefault(status, [])) < 20:
+        if status != "active" and len(examples.setdefault(status, [])) < 20:
             examples[status].append(persona.id)
     frame = pd.DataFrame({"status": list(counts), "personas": [counts[s] for s in counts]})
     total = int(frame["personas"].sum())

@@ -12,10 +12,10 @@ import dagster as dg
 
 from .assets import persona_agent
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
-from .resources import PersonaStoreResource, desired_state_service
+from .resources import PersonaStoreResource, agent_template
 from .schedules import spans
 from .sensors import MAX_CHANGES_PER_TICK, SENSOR_INTERVAL_SECONDS, automation_status, range_run_request
-from .traits import drifted_hashes, personas_by_id, traits_observations
+from .traits import drifted_hashes, traits_observations
 
 UPDATE_RUN_CONFIG = {"ops": {persona_agent.op.name: {"config": {"mode": "update"}}}}
 
@@ -56,8 +56,7 @@ def agent_drift_sensor(context: dg.SensorEvaluationContext, persona_store: Perso
     last_seq = changes[-1].seq
     edited = sorted({change.persona_id for change in changes if change.change == "update"})
 
-    service = desired_state_service(persona_store)
-    drifted = drifted_hashes(service, personas_by_id(service.store, edited)) if edited else {}
+    drifted = drifted_hashes(agent_template(), persona_store.get_store().get_many(edited)) if edited else {}
     keys = [persona_key(persona_id) for persona_id in drifted]
     known = context.instance.get_dynamic_partitions(personas_partitions.name) if keys else []
     # Agents made outside Dagster (e.g. `persona-agents apply`) may have no partition yet: add it, at the end.

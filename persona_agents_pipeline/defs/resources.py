@@ -11,6 +11,7 @@ from ..elevenlabs.client import ElevenLabsClient
 from ..elevenlabs.rate_limit import RequestLimiter
 from ..provisioning import ProvisioningService
 from ..store import PersonaStore
+from ..voice_policy import AgentTemplate
 
 _stores: dict[str, PersonaStore] = {}
 _stores_lock = threading.Lock()
@@ -77,11 +78,10 @@ def provisioning_service(persona_store: PersonaStoreResource, elevenlabs: Eleven
     )
 
 
-def desired_state_service(persona_store: PersonaStoreResource) -> ProvisioningService:
-    """A service for the desired state only (payloads, config hashes): it has no API client, so sensors and
-    observations that compare traits with recorded agents need no API key and make no API call."""
-    settings = Settings.from_env()
-    return ProvisioningService(persona_store.get_store(), None, settings.voice_catalogue, tts_model=settings.tts_model)  # type: ignore[arg-type]
+def agent_template() -> AgentTemplate:
+    """The desired agent config from settings alone: sensors and observations that compare traits with
+    recorded agents need no API key and make no API call."""
+    return Settings.from_env().agent_template()
 
 
 def dashboard_url(agent_id: str) -> str:

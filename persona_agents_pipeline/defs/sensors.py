@@ -10,8 +10,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from ..config import Settings
 from .assets import persona_agent
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
-from .resources import PersonaStoreResource, desired_state_service
-from .traits import desired_hashes, personas_by_id, traits_observations
+from .resources import PersonaStoreResource, agent_template
+from .traits import desired_hashes, traits_observations
 
 # Bounded work per tick (Dagster gives a sensor evaluation 60 s); the rest waits for the next tick.
 MAX_CHANGES_PER_TICK = 20_000
@@ -43,8 +43,7 @@ def range_run_request(keys: Sequence[str], run_key: str | None, reason: str, run
 
 
 def new_persona_hashes(persona_store: PersonaStoreResource, keys: Sequence[str]) -> dict[int, str]:
-    service = desired_state_service(persona_store)
-    return desired_hashes(service, personas_by_id(service.store, [int(key) for key in keys]))
+    return desired_hashes(agent_template(), persona_store.get_store().get_many([int(key) for key in keys]))
 
 
 def batches(keys: Sequence[str], size: int = RUN_BATCH_SIZE) -> list[list[str]]:

@@ -7,44 +7,31 @@ and by observing `personas` by hand (a full pass over the table).
 """
 
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from sqlalchemy import select
 
 from ..models import Persona
-from ..provisioning import ProvisioningService
 from ..reconcile import desired_config_hash
-from ..store import PersonaStore
+from ..voice_policy import AgentTemplate
 from .partitions import persona_key
 
 PERSONAS_KEY = dg.AssetKey("personas")
-_ID_CHUNK = 1000  # ids per IN (...) query
 
 
-def personas_by_id(store: PersonaStore, persona_ids: Sequence[int]) -> list[Persona]:
-    """The personas with these ids that still exist, in id order: one primary-key query per 1000 ids."""
-    found: list[Persona] = []
-    for start in range(0, len(persona_ids), _ID_CHUNK):
-        chunk = list(persona_ids[start : start + _ID_CHUNK])
-        with store.session() as session:
-            found += session.scalars(select(Persona).where(Persona.id.in_(chunk)))
-    return sorted(found, key=lambda persona: persona.id)
-
-
-def desired_hashes(service: ProvisioningService, personas: Iterable[Persona]) -> dict[int, str]:
+def desired_hashes(template: AgentTemplate, personas: Iterable[Persona]) -> dict[int, str]:
     """Persona id -> hash of the config its traits produce now; invalid personas are left out."""
-    hashes = {persona.id: desired_config_hash(service, persona) for persona in personas}
+    hashes = {persona.id: desired_config_hash(template, persona) for persona in personas}
     return {persona_id: wanted for persona_id, wanted in hashes.items() if wanted is not None}
 
 
-def drifted_hashes(service: ProvisioningService, personas: Iterable[Persona]) -> dict[int, str]:
+def drifted_hashes(template: AgentTemplate, personas: Iterable[Persona]) -> dict[int, str]:
     """Like desired_hashes, for the personas whose recorded agent was built from other traits."""
     with_agent = {persona.id: persona for persona in personas if persona.elevenlabs_agent_id}
     return {
         persona_id: wanted
-        for persona_id, wanted in desired_hashes(service, with_agent.values()).items()
+        for persona_id, wanted in desired_hashes(template, with_agent.values()).items()
         if wanted != with_agent[persona_id].agent_config_hash
     }
 
