@@ -1,0 +1,178 @@
+"""Shared helpers: machine description, fast seeding, agent accounting, child-process timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CREATE_PATH = "/v1/convai/agents/create"
+API_KEY = "sandbox-test-key"
+
+
+def machine() -> dict[str, Any]:
+    def run(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception as exc:  # pragma: no cover - informational only
+            return f"unavailable ({exc})"
+
+    import dagster
+    import sqlalchemy
+
+    return {
+        "nproc": run(["nproc"]),
+        "free_h": run(["free", "-h"]),
+        "cpu_model": next(
+            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+            platform.processor(),
+        ) if Path("/proc/cpuinfo").exists() else platform.processor(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "dagster": dagster.__version__,
+        "sqlalchemy": sqlalchemy.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        # The code measured: the commit plus any uncommitted changes in the tree at the time.
+        "git_head": run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "git_uncommitted": [line[3:] for line in run(["git", "-C", str(ROOT), "status", "--porcelain"]).splitlines()
+                            if not line[3:].startswith("benchmarks/")],
+    }
+
+
+def persona_row(n: int) -> tuple:
+    return (
+        f"Bench persona {n}",
+        (n % 10) / 10,
+        ((n * 3) % 10) / 10,
+        ((n * 7) % 10) / 10,
+        f"Benchmark persona number {n}.",
+    )
+
+
+def fresh_store(path: Path) -> str:
+    """A migrated, empty SQLite persona store; returns its URL."""
+    from persona_agents_pipeline.store import PersonaStore
+
+    if path.exists():
+        path.unlink()
+    url = f"sqlite:///{path}"
+    store = PersonaStore(url)
+    store.upgrade()
+    store.engine.dispose()
+    return url
+
+
+def seed(url: str, count: int, start: int = 0, *, with_agents_every: int = 0) -> None:
+    """Bulk insert `count` valid personas with executemany (the change-log triggers still fire).
+
+    with_agents_every=k gives every k-th persona a recorded agent (for status reports).
+    """
+    path = url.removeprefix("sqlite:///")
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    with sqlite3.connect(path) as db:
+        for chunk in range(start, start + count, 10_000):
+            rows = [persona_row(n) + (now, now) for n in range(chunk, min(chunk + 10_000, start + count))]
+            db.executemany(
+                "INSERT INTO personas (name, temper_level, chattiness, emotional_attachment, description, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        if with_agents_every:
+            db.execute(
+                "UPDATE personas SET elevenlabs_agent_id = 'agent_bench_' || id, voice_id = 'v', agent_created_at = ?"
+                " WHERE id % ? != 0",
+                (now, with_agents_every),
+            )
+
+
+def agent_accounting(url: str, sandbox_agents: Sequence[dict[str, Any]], expected: int) -> dict[str, Any]:
+    """Exactly one agent per persona: in the store and on the (sandbox) API, matched by identity tag."""
+    from persona_agents_pipeline.voice_policy import identity_tag
+
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, elevenlabs_agent_id FROM personas").fetchall()
+    per_persona: Counter[str] = Counter()
+    for agent in sandbox_agents:
+        for tag in agent.get("tags") or []:
+            if tag.startswith("persona-agents:persona:"):
+                per_persona[tag] += 1
+    remote_ids = {agent["agent_id"] for agent in sandbox_agents}
+    recorded = [agent_id for _pid, agent_id in rows if agent_id]
+    missing_remote = [pid for pid, _a in rows if per_persona[identity_tag(pid)] == 0]
+    duplicated = [pid for pid, _a in rows if per_persona[identity_tag(pid)] > 1]
+    return {
+        "personas": len(rows),
+        "recorded_agents": len(recorded),
+        "remote_agents": len(sandbox_agents),
+        "personas_without_remote_agent": len(missing_remote),
+        "personas_with_duplicate_agents": len(duplicated),
+        "recorded_but_not_remote": sum(1 for a in recorded if a not in remote_ids),
+        "exactly_one_each": (
+            len(rows) == expected
+            and len(recorded) == expected
+            and len(sandbox_agents) == expected
+            and not missing_remote
+            and not duplicated
+            and all(a in remote_ids for a in recorded)
+        ),
+    }
+
+
+def create_times(request_log) -> list[float]:
+    """Arrival times (monotonic) of successful creates in a sandbox request log, sorted."""
+    return sorted(r.arrived for r in request_log if r.method == "POST" and r.path == CREATE_PATH and r.status == 200)
+
+
+def run_child(cmd: list[str], env: dict[str, str], *, stdout=subprocess.DEVNULL, timeout: float = 1800) -> dict[str, Any]:
+    """Run a child process; wall time and its own peak RSS (wait4), bounded by `timeout`."""
+    import tempfile
+
+    # stderr goes to a file, not a pipe: Dagster logs a lot, and a full pipe would block the child.
+    errfile = tempfile.TemporaryFile()
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=errfile, cwd=ROOT)
+    deadline = started + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.01)
+    ended = time.monotonic()
+    errfile.seek(0)
+    stderr = errfile.read()[-20_000:].decode(errors="replace")
+    errfile.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "started": started,
+        "ended": ended,
+        "wall_s": ended - started,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "returncode": proc.returncode,
+        "stderr_tail": stderr[-2000:],
+    }
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ELEVENLABS_", "PERSONAS_", "PERSONA_AGENTS_", "DAGSTER_"))}
+    env.update(extra)
+    return env
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
