@@ -187,11 +187,19 @@ class ProvisioningService:
         self.replace_lost_agents = replace_lost_agents
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, api_key: str | None = None, store: PersonaStore | None = None):
-        limiter = RequestLimiter(settings.rate_limit, settings.max_concurrent)
-        client = ElevenLabsClient(
-            api_key if api_key is not None else load_api_key(), settings.base_url, limiter=limiter
-        )
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        api_key: str | None = None,
+        store: PersonaStore | None = None,
+        client: ElevenLabsClient | None = None,
+    ) -> "ProvisioningService":
+        if client is None:
+            limiter = RequestLimiter(settings.rate_limit, settings.max_concurrent)
+            client = ElevenLabsClient(
+                api_key if api_key is not None else load_api_key(), settings.base_url, limiter=limiter
+            )
         return cls(
             store or PersonaStore(settings.database_url),
             client,

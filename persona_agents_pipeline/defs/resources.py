@@ -69,12 +69,8 @@ class ElevenLabsResource(dg.ConfigurableResource):
 
 
 def provisioning_service(persona_store: PersonaStoreResource, elevenlabs: ElevenLabsResource) -> ProvisioningService:
-    settings = elevenlabs.settings()
-    return ProvisioningService(
-        persona_store.get_store(),
-        elevenlabs.build_client(),
-        settings.voice_catalogue,
-        tts_model=settings.tts_model,
+    return ProvisioningService.from_settings(
+        elevenlabs.settings(), store=persona_store.get_store(), client=elevenlabs.build_client()
     )
 
 
