@@ -315,3 +315,22 @@ def test_status_report_counts_by_status(store, instance):
     metadata = result.asset_materializations_for_node("agent_status_report")[0].metadata
     assert metadata["count_missing"].value == 2
     assert "| missing | 2 |" in metadata["status_table"].value
+
+
+def test_a_batched_run_rides_out_429s_5xx_and_dropped_responses(store, instance, sandbox):
+    """Transient API errors inside a run are retried with backoff (Retry-After honoured) and adopted after
+    ambiguous failures: the run succeeds with exactly one agent per persona."""
+    ids = store.add_personas(persona_rows(40))
+    sandbox.configure(rate_limit=15, retry_after=True, error_rate=0.15, drop_after_create_rate=0.2, seed=5)
+
+    result, runs = run_sensor_tick(instance)
+
+    assert all(run.success for run in runs)
+    stats = sandbox.stats()
+    assert stats["rate_limited"] > 0 and stats["dropped"] > 0
+    assert any(status.startswith("5") for status in stats["requests_by_status"])
+    agents = sandbox.agents()
+    recorded = {p.id: p.elevenlabs_agent_id for p in store.with_agents()}
+    assert sorted(recorded) == ids
+    assert sorted(agent["agent_id"] for agent in agents) == sorted(recorded.values())
+    assert instance.get_materialized_partitions(persona_agent.key) == {str(i) for i in ids}
