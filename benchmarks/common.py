@@ -44,8 +44,9 @@ def machine() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         # The code measured: the commit plus any uncommitted changes in the tree at the time.
         "git_head": run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
-        "git_uncommitted": [line[3:] for line in run(["git", "-C", str(ROOT), "status", "--porcelain"]).splitlines()
-                            if not line[3:].startswith("benchmarks/")],
+        "git_uncommitted": [path for path in (line.split(maxsplit=1)[-1] for line in
+                            run(["git", "-C", str(ROOT), "status", "--porcelain"]).splitlines())
+                            if not path.startswith("benchmarks/")],
     }
 
 
@@ -134,14 +135,33 @@ def create_times(request_log) -> list[float]:
     return sorted(r.arrived for r in request_log if r.method == "POST" and r.path == CREATE_PATH and r.status == 200)
 
 
+def peak_rss_mb_self() -> float:
+    """This process's own peak RSS (VmHWM). Not ru_maxrss: after fork+exec that still holds the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+TIME = "/usr/bin/time"
+
+
 def run_child(cmd: list[str], env: dict[str, str], *, stdout=subprocess.DEVNULL, timeout: float = 1800) -> dict[str, Any]:
-    """Run a child process; wall time and its own peak RSS (wait4), bounded by `timeout`."""
+    """Run a child process; wall time and its own peak RSS, bounded by `timeout`.
+
+    Peak RSS comes from /usr/bin/time (%M): wait4's ru_maxrss of a direct child would include this
+    (large) process's RSS, because Linux carries the forking parent's high-water mark across exec.
+    """
     import tempfile
 
     # stderr goes to a file, not a pipe: Dagster logs a lot, and a full pipe would block the child.
     errfile = tempfile.TemporaryFile()
+    rss_file = tempfile.NamedTemporaryFile(prefix="bench-rss-", delete=False)
+    rss_file.close()
+    measured = os.path.exists(TIME)
+    full = [TIME, "-f", "%M", "-o", rss_file.name, *cmd] if measured else cmd
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=errfile, cwd=ROOT)
+    proc = subprocess.Popen(full, env=env, stdout=stdout, stderr=errfile, cwd=ROOT)
     deadline = started + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -156,12 +176,20 @@ def run_child(cmd: list[str], env: dict[str, str], *, stdout=subprocess.DEVNULL,
     errfile.seek(0)
     stderr = errfile.read()[-20_000:].decode(errors="replace")
     errfile.close()
+    peak = usage.ru_maxrss / 1024
+    if measured:
+        try:
+            peak = int(Path(rss_file.name).read_text().split()[-1]) / 1024
+        except (ValueError, IndexError):
+            measured = False
+    os.unlink(rss_file.name)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {
         "started": started,
         "ended": ended,
         "wall_s": ended - started,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": peak,
+        "peak_rss_source": "/usr/bin/time %M" if measured else "wait4 ru_maxrss (includes the parent's peak)",
         "returncode": proc.returncode,
         "stderr_tail": stderr[-2000:],
     }

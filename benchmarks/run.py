@@ -37,6 +37,11 @@ from .common import (
 RESULTS = Path(__file__).resolve().parent / "results"
 CLI = str(Path(PYTHON).parent / "persona-agents")
 SECTIONS = ("provisioning", "rate429", "sensor", "status", "bookkeeping")
+VARIANT_LABELS = {
+    "dagster": "Dagster backfill as shipped (asset checks in every run)",
+    "dagster_no_checks": "Dagster backfill, asset checks left out",
+    "dagster_no_checks_batch1000": "Dagster backfill, checks left out, 1000 partitions per run",
+}
 
 
 def log(message: str) -> None:
@@ -387,14 +392,14 @@ def targets(results: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]
         add("create-missing-agents throughput", c["ratio_to_rate_limit"],
             f"{c['agents_per_s']:.2f} agents/s = {c['ratio_to_rate_limit']:.1%} of {rate:g}/s ({c['seconds']:.1f} s)",
             ">= 90% of rate limit", c["ratio_to_rate_limit"] >= 0.90)
-        add("Dagster backfill throughput (as shipped: asset checks in every run)", d["ratio_to_rate_limit"],
+        add(f"{VARIANT_LABELS['dagster']}: throughput", d["ratio_to_rate_limit"],
             f"{d['agents_per_s']:.2f} agents/s = {d['ratio_to_rate_limit']:.1%} of {rate:g}/s ({d['seconds']:.1f} s, {d['runs']} runs)",
             ">= 80% of rate limit", d["ratio_to_rate_limit"] >= 0.80)
         for name in cfg["dagster_variants"]:
             if name == "dagster":
                 continue
             v = p[name]
-            add(f"Dagster backfill variant: {name.removeprefix('dagster_').replace('_', ', ')}", v["ratio_to_rate_limit"],
+            add(VARIANT_LABELS.get(name, name), v["ratio_to_rate_limit"],
                 f"{v['agents_per_s']:.2f} agents/s = {v['ratio_to_rate_limit']:.1%} ({v['seconds']:.1f} s, {v['runs']} runs, "
                 f"{v['rate_limited_429']} x 429, exactly once: {v['accounting']['exactly_one_each']})", "(diagnostic)", None)
         add("CLI vs original", c["ratio_to_original"], f"{c['ratio_to_original']:.1f}x", ">= 5x", c["ratio_to_original"] >= 5)
@@ -454,7 +459,7 @@ def targets(results: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], cfg: dict[str, Any], info: dict[str, Any], when: str) -> str:
+def markdown(rows: list[dict[str, Any]], cfg: dict[str, Any], info: dict[str, Any], when: str, rerun: dict[str, str]) -> str:
     lines = [
         f"# Benchmark results ({'quick' if cfg['quick'] else 'full'} run, {when})",
         "",
@@ -476,7 +481,12 @@ def markdown(rows: list[dict[str, Any]], cfg: dict[str, Any], info: dict[str, An
         "",
         "Plot: `benchmarks/results/provisioning.png`.",
         "",
+        f"Code at the time of writing this file: commit {info.get('git_head')}"
+        + (f" plus uncommitted changes in {', '.join(info['git_uncommitted'])}" if info.get("git_uncommitted") else "") + ".",
+        "",
     ]
+    if rerun:
+        lines += [", ".join(f"`{name}` re-measured {at}" for name, at in rerun.items()) + ".", ""]
     return "\n".join(lines)
 
 
@@ -490,11 +500,11 @@ def plot(results: dict[str, Any], cfg: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     series = [("original", "original (sequential + 0.5 s sleep)", "tab:gray"),
               ("cli", "create-missing-agents", "tab:blue"),
-              ("dagster", f"Dagster backfill as shipped ({p['dagster']['runs']} runs, checks in each)", "tab:orange")]
+              ("dagster", f"{VARIANT_LABELS['dagster']} ({p['dagster']['runs']} runs)", "tab:orange")]
     extra_colors = iter(["tab:green", "tab:purple", "tab:brown"])
     for name in cfg["dagster_variants"]:
         if name != "dagster":
-            series.append((name, f"Dagster backfill, {name.removeprefix('dagster_').replace('_', ', ')} ({p[name]['runs']} runs)",
+            series.append((name, f"{VARIANT_LABELS.get(name, name)} ({p[name]['runs']} runs)",
                            next(extra_colors)))
     if "rate429" in results:
         series.append(("rate429", f"CLI vs sandbox at {cfg['server_rate_429']:g}/s (429s)", "tab:red"))
@@ -510,6 +520,9 @@ def plot(results: dict[str, Any], cfg: dict[str, Any], path: Path) -> None:
                 horizon = max(horizon, times[-1])
         right = horizon * 1.15 if zoom else max(horizon, p["original"]["create_times"][-1]) * 1.02
         ax.plot([0, right], [0, cfg["rate_limit"] * right], "k--", linewidth=1, label=f"rate limit ({cfg['rate_limit']:g}/s)")
+        if "rate429" in results:
+            ax.plot([0, right], [0, cfg["server_rate_429"] * right], "r:", linewidth=1,
+                    label=f"sandbox limit in the 429 run ({cfg['server_rate_429']:g}/s)")
         ax.set_xlim(0, right)
         ax.set_ylim(0, cfg["personas"] * 1.05)
         ax.set_xlabel("seconds since launch")
@@ -534,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrent", type=int, default=5)
     parser.add_argument("--parallel-baseline", action="store_true",
                         help="run the sleep-bound original approach beside the other provisioning runs (saves ~11 min)")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only: replace just those sections in the existing latest.json")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -576,12 +591,23 @@ def main(argv: list[str] | None = None) -> int:
                 results[name]["section_seconds"] = time.monotonic() - section_start
                 # Other work on the machine skews timings; the load average says whether there was any.
                 results[name]["loadavg_before_after"] = [load_before, os.getloadavg()]
-    rows = targets(results, cfg)
     when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    rerun: dict[str, str] = {}
+    if args.merge and (args.output / "latest.json").exists():
+        # Re-measure some sections and keep the others from the previous run (same mode only).
+        previous = json.loads((args.output / "latest.json").read_text())
+        if previous["config"].get("quick") != cfg["quick"]:
+            raise SystemExit("--merge: the previous results were measured in the other mode (--quick or not)")
+        rerun = dict(previous.get("sections_rerun") or {})
+        for name in results:
+            rerun[name] = when
+        results = {**previous["results"], **results}
+        when = previous["when"]
+    rows = targets(results, cfg)
     args.output.mkdir(parents=True, exist_ok=True)
-    write_json(args.output / "latest.json", {"when": when, "config": cfg, "machine": info, "targets": rows,
+    write_json(args.output / "latest.json", {"when": when, "sections_rerun": rerun, "config": cfg, "machine": info, "targets": rows,
                                              "results": results, "total_seconds": time.monotonic() - started})
-    (args.output / "latest.md").write_text(markdown(rows, cfg, info, when))
+    (args.output / "latest.md").write_text(markdown(rows, cfg, info, when, rerun))
     if "provisioning" in results:
         plot(results, cfg, args.output / "provisioning.png")
     print()

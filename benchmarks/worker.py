@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 
+from .common import peak_rss_mb_self
+
+
 def _out(path: str, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, default=str))
 
@@ -116,7 +119,7 @@ def dagster_backfill(out: str) -> None:
         "with_checks": with_checks,
         "runs": runs,
         "materialized_partitions": materialized,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb_self(),
     })
 
 
@@ -179,7 +182,7 @@ def status_asset(out: str, trace: str = "0") -> None:
 
     instance = dg.DagsterInstance.get()
     asset = defs.get_assets_def("agent_status_report")
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = peak_rss_mb_self()
     if trace == "1":
         import tracemalloc
 
@@ -196,7 +199,7 @@ def status_asset(out: str, trace: str = "0") -> None:
         "success": result.success,
         "seconds": seconds,
         "rss_before_mb": rss_before,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb_self(),
         "tracemalloc_peak_mb": peak_traced,
         "counts": dict(zip(frame["status"], (int(n) for n in frame["personas"]))),
     })
