@@ -249,12 +249,15 @@ def _print_summary(results: list[ProvisionResult]) -> None:
 def _status_rows(store: PersonaStore) -> Iterator[dict]:
     now = utcnow()
     for persona in store.iter_personas():
-        problem = persona.invalid_reason()
+        try:
+            voice, problem = choose_voice(persona.spec()).name, None
+        except InvalidPersonaError as exc:
+            voice, problem = "", f"{exc.field} {exc.reason}"
         yield {
             "id": persona.id,
             "name": persona.name,
-            "status": persona.agent_status(now),
-            "voice": "" if problem else choose_voice(persona_spec(persona)).name,
+            "status": persona.agent_status(now, problem),
+            "voice": voice,
             "agent_id": persona.elevenlabs_agent_id or "",
             "agent_created_at": persona.agent_created_at.isoformat(timespec="seconds") if persona.agent_created_at else "",
             "problem": problem or "",

@@ -7,14 +7,14 @@ from .defs.assets import agent_status_report, persona_agent, personas
 from .defs.checks import persona_agent_checks
 from .defs.drift import agent_drift_sensor
 from .defs.resources import ElevenLabsResource, PersonaStoreResource
-from .defs.schedules import backfill_missing_agents
+from .defs.schedules import backfill_missing_agents, verify_agents
 from .defs.sensors import new_personas_sensor
 
 defs = dg.Definitions(
     assets=[personas, persona_agent, agent_status_report],
     asset_checks=[persona_agent_checks],
     sensors=[new_personas_sensor, agent_drift_sensor],
-    schedules=[backfill_missing_agents],
+    schedules=[backfill_missing_agents, verify_agents],
     resources={
         "persona_store": PersonaStoreResource(),
         # Resolved when a run starts; never stored in run config, shown in the UI or logged.

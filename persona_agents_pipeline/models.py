@@ -54,11 +54,12 @@ class Persona(Base):
     def has_elevenlabs_agent(self) -> bool:
         return bool(self.elevenlabs_agent_id)
 
-    def agent_status(self, now: datetime) -> str:
-        """One of AGENT_STATUSES; what the CLI status list and the Dagster report both show."""
+    def agent_status(self, now: datetime, invalid_reason: str | None) -> str:
+        """One of AGENT_STATUSES, given this persona's invalid_reason(); the CLI status list and the Dagster
+        report both show it."""
         if self.elevenlabs_agent_id:
             return "active"
-        if self.invalid_reason():
+        if invalid_reason:
             return "invalid"
         if self.agent_claim_owner and self.agent_claim_expires_at and self.agent_claim_expires_at > now:
             return "in_progress"

@@ -113,3 +113,14 @@ def test_invalid_personas_are_refused_naming_persona_and_field(kwargs, field, fr
         spec(persona_id=77, **kwargs)
     assert caught.value.field == field
     assert "persona 77" in str(caught.value) and field in str(caught.value) and fragment in str(caught.value)
+
+
+def test_control_character_pattern_is_exactly_unicode_cc_except_tab_and_newline():
+    import unicodedata
+
+    from persona_agents_pipeline.voice_policy import CONTROL_CHARACTERS
+
+    every = "".join(map(chr, range(0x110000))).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    matched = set(CONTROL_CHARACTERS.findall(every))
+    expected = {ch for ch in every if unicodedata.category(ch) == "Cc" and ch not in "\n\t"}
+    assert matched == expected

@@ -178,7 +178,7 @@ def agent_status_report(persona_store: PersonaStoreResource) -> dg.Output[pd.Dat
     counts: Counter[str] = Counter({status: 0 for status in AGENT_STATUSES})
     examples: dict[str, list[int]] = {}
     for persona in persona_store.get_store().iter_personas():
-        status = persona.agent_status(now)
+        status = persona.agent_status(now, persona.invalid_reason())
         counts[status] += 1
         if status != "active" and len(examples.setdefault(status, [])) < 20:
             examples[status].append(persona.id)

@@ -56,6 +56,16 @@ def missing_agent_run_requests(
     ]
 
 
+verify_agents = dg.ScheduleDefinition(
+    name="verify_agents",
+    cron_schedule=os.environ.get("PERSONA_AGENTS_VERIFY_CRON", "0 4 * * 0"),
+    target=dg.AssetSelection.checks_for_assets(persona_agent),
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Runs the persona_agent checks (the remote agent exists and matches the traits) for every "
+    "persona with an agent: one GET per agent, within the API limits. Weekly by default; off until turned on.",
+)
+
+
 @dg.schedule(
     name="backfill_missing_agents",
     cron_schedule=BACKFILL_CRON,
