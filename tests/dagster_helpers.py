@@ -28,9 +28,11 @@ def apply_asset_events(instance: dg.DagsterInstance, events: Iterable) -> None:
 def execute_run_request(instance: dg.DagsterInstance, request: dg.RunRequest, run_config: dict | None = None):
     """Execute one requested run in this process against the real instance."""
     job = defs.resolve_implicit_global_asset_job_def()
+    if request.asset_check_keys is not None:  # the request names its checks (possibly none)
+        job = job.get_subset(asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys))
     return job.execute_in_process(
         instance=instance,
-        asset_selection=list(request.asset_selection),
+        asset_selection=None if request.asset_check_keys is not None else list(request.asset_selection),
         tags=dict(request.tags),
         run_config=run_config or request.run_config or {},
         raise_on_error=False,

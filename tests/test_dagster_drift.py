@@ -129,6 +129,7 @@ def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, 
     assert len(result.run_requests) == 1
     [request] = result.run_requests
     assert request.run_config["ops"]["persona_agent"]["config"]["mode"] == "update"
+    assert request.asset_check_keys == [], "automated runs leave the per-agent checks to verify_agents"
     assert int(result.cursor) == store.latest_change_seq()
 
     run = execute_run_request(instance, request)
@@ -164,8 +165,9 @@ def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, 
     assert stale_keys(instance, keys) == set()
     again = agent_drift_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=env))
     assert isinstance(again, dg.SkipReason)
-    # The config-drift check on the updated run passes.
-    checks = {evaluation.check_name: evaluation for evaluation in run.get_asset_check_evaluations()}
+    # The config-drift check, run as the verify_agents schedule runs it, passes.
+    verify = dg.RunRequest(asset_selection=[], asset_check_keys=list(persona_agent_checks.check_keys))
+    checks = {e.check_name: e for e in execute_run_request(instance, verify).get_asset_check_evaluations()}
     assert checks[MATCHES].passed
 
 
