@@ -17,7 +17,7 @@ from dagster._core.storage.tags import (
 )
 
 from ..provisioning import AgentCheck
-from .assets import persona_agent
+from .assets import ELEVENLABS_POOL, persona_agent
 from .partitions import personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
 
@@ -80,7 +80,7 @@ def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str 
             f"{PLAN_HINT}",
         ),
     ],
-    pool="elevenlabs_api",
+    pool=ELEVENLABS_POOL,
 )
 def persona_agent_checks(
     context: dg.AssetCheckExecutionContext, persona_store: PersonaStoreResource, elevenlabs: ElevenLabsResource
