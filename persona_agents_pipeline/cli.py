@@ -178,6 +178,18 @@ def _confirm_or_refuse(question: str, yes: bool) -> None:
         raise CommandError("cancelled; nothing was changed")
 
 
+def _progress(label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+
+
+def _provision_with_progress(service: ProvisioningService, persona_ids: list[int], concurrency: int) -> list[ProvisionResult]:
+    with _progress("Creating agents") as progress:
+        task = progress.add_task("create", total=len(persona_ids))
+        return service.provision_many(
+            persona_ids, concurrency=concurrency, on_result=lambda _result: progress.advance(task)
+        )
+
+
 def _preflight(service: ProvisioningService) -> None:
     """One cheap authenticated call first, so a wrong key fails once and clearly, before any write."""
     next(iter(service.client.list_agents(page_size=1)), None)
@@ -217,15 +229,9 @@ def create_missing_agents(yes: bool, concurrency: int | None) -> None:
     if valid:
         _confirm_or_refuse(f"Create {len(valid)} ElevenLabs agent(s)?", yes)
         _preflight(service)
-        with Progress(
-            TextColumn("Creating agents"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
-            task = progress.add_task("create", total=len(valid))
-            results += service.provision_many(
-                [persona.id for persona in valid],
-                concurrency=concurrency or settings.max_concurrent,
-                on_result=lambda _result: progress.advance(task),
-            )
+        results += _provision_with_progress(
+            service, [persona.id for persona in valid], concurrency or settings.max_concurrent
+        )
     _print_summary(results)
     if any(not result.ok for result in results):
         sys.exit(1)
@@ -373,15 +379,7 @@ def demo(count: int) -> None:
         out.print(f"ElevenLabs sandbox listening on {sandbox.url}")
         demo_settings = dataclasses.replace(settings, base_url=sandbox.url)
         service = ProvisioningService.from_settings(demo_settings, api_key="sandbox-test-key", store=store)
-        missing = store.ids_without_agents()
-        with Progress(
-            TextColumn("Creating agents"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
-            task = progress.add_task("create", total=len(missing))
-            results = service.provision_many(
-                missing, concurrency=settings.max_concurrent, on_result=lambda _result: progress.advance(task)
-            )
-        _print_summary(results)
+        _print_summary(_provision_with_progress(service, store.ids_without_agents(), settings.max_concurrent))
         out.print(f"The sandbox now holds {len(sandbox.agents())} agents; status by persona:")
     click.get_current_context().invoke(list_agent_status, fmt="table")
 
@@ -432,7 +430,7 @@ def apply_command(yes: bool) -> None:
     deletes = plan.of(Action.DELETE)
     if deletes:
         _confirm_or_refuse(f"Apply this plan, deleting {len(deletes)} agent(s)?", yes)
-    with Progress(TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    with _progress("Applying") as progress:
         task = progress.add_task("apply", total=len(plan.actionable))
         results = apply_plan(
             service, plan, concurrency=settings.max_concurrent, on_result=lambda _result: progress.advance(task)
