@@ -1,7 +1,9 @@
 """Assets: the personas table (observed source) -> persona_agent (one partition per persona) -> agent_status_report."""
 
 
+import queue
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import dagster as dg
@@ -127,36 +129,51 @@ def persona_agent(
         raise dg.Failure(description="force (recreate) and mode update (patch in place) exclude each other", allow_retries=False)
     service = provisioning_service(persona_store, elevenlabs)
     context.log.info("provisioning %d persona(s), mode=%s, force=%s", len(ids), config.mode, config.force)
+    arrived: queue.Queue[ProvisionResult | None] = queue.Queue()
+
+    def provision() -> list[ProvisionResult]:
+        try:
+            return service.provision_many(
+                ids,
+                concurrency=elevenlabs.concurrency(),
+                force=config.force,
+                operation=service.update_agent if config.mode == "update" else None,
+                on_result=arrived.put,
+            )
+        finally:
+            arrived.put(None)
+
+    # Record each persona's metadata as its result arrives: Dagster's per-partition bookkeeping then
+    # overlaps the waits on the API instead of following them.
+    metadata_by_id: dict[int, dict[str, dg.MetadataValue]] = {}
     try:
-        results = service.provision_many(
-            ids,
-            concurrency=elevenlabs.concurrency(),
-            force=config.force,
-            operation=service.update_agent if config.mode == "update" else None,
-        )
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="provision-batch") as runner:
+            batch = runner.submit(provision)
+            for result in iter(arrived.get, None):
+                if result.ok:
+                    metadata_by_id[result.persona_id] = partition_metadata(
+                        result, config.force, service.store.history(result.persona_id)
+                    )
+                    context.add_asset_metadata(metadata_by_id[result.persona_id], partition_key=str(result.persona_id))
+            results = batch.result()
     finally:
         service.client.close()
-    succeeded = [r for r in results if r.ok]
     failed += [r for r in results if not r.ok]
-    counts = Counter(r.outcome.value for r in results)
-    store = service.store
-
-    def metadata_for(result: ProvisionResult) -> dict[str, dg.MetadataValue]:
-        return partition_metadata(result, config.force, store.history(result.persona_id))
 
     if not failed:
-        for result in succeeded:
-            context.add_asset_metadata(metadata_for(result), partition_key=str(result.persona_id))
+        counts = Counter(r.outcome.value for r in results)
         yield dg.MaterializeResult(metadata={f"batch_{name}": dg.MetadataValue.int(n) for name, n in counts.items()})
         return
 
-    for result in succeeded:
-        yield dg.AssetMaterialization(asset_key=context.asset_key, partition=str(result.persona_id), metadata=metadata_for(result))
+    # The step fails, so its output (and the metadata added above) is not recorded: record the successes
+    # explicitly, so only the failed personas show as failed.
+    for persona_id, metadata in metadata_by_id.items():
+        yield dg.AssetMaterialization(asset_key=context.asset_key, partition=str(persona_id), metadata=metadata)
     metadata = {
         "failed_personas": dg.MetadataValue.json(
             [{"persona_id": r.persona_id, "outcome": r.outcome.value, "reason": r.error} for r in failed]
         ),
-        "succeeded": dg.MetadataValue.int(len(succeeded)),
+        "succeeded": dg.MetadataValue.int(len(metadata_by_id)),
     }
     permanent_only = all(r.outcome in PERMANENT for r in failed)
     raise dg.Failure(
