@@ -14,7 +14,7 @@ from .assets import persona_agent
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import PersonaStoreResource, agent_template
 from .schedules import spans
-from .sensors import MAX_CHANGES_PER_TICK, SENSOR_INTERVAL_SECONDS, automation_status, range_run_request
+from .sensors import SENSOR_INTERVAL_SECONDS, automation_status, changes_after_cursor, range_run_request
 from .traits import drifted_hashes, traits_observations
 
 UPDATE_RUN_CONFIG = {"ops": {persona_agent.op.name: {"config": {"mode": "update"}}}}
@@ -49,10 +49,9 @@ def update_run_requests(known_keys: list[str], keys: list[str], last_seq: int) -
     "personas are never touched. `persona-agents plan` shows the same drift from the command line.",
 )
 def agent_drift_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
-    cursor = int(context.cursor or 0)
-    changes = persona_store.get_store().changes_since(cursor, limit=MAX_CHANGES_PER_TICK)
+    changes = changes_after_cursor(context, persona_store)
     if not changes:
-        return dg.SkipReason(f"no persona changes after seq {cursor}")
+        return dg.SkipReason(f"no persona changes after seq {context.cursor or 0}")
     last_seq = changes[-1].seq
     edited = sorted({change.persona_id for change in changes if change.change == "update"})
 

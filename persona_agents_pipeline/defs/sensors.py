@@ -8,6 +8,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ..config import Settings
+from ..models import PersonaChange
 from .assets import persona_agent
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import PersonaStoreResource, agent_template
@@ -45,6 +46,11 @@ def range_run_request(keys: Sequence[str], run_key: str | None, reason: str, run
     )
 
 
+def changes_after_cursor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource) -> list[PersonaChange]:
+    """The sensor's next bounded slice of the persona change log: one range scan on the log's primary key."""
+    return persona_store.get_store().changes_since(int(context.cursor or 0), limit=MAX_CHANGES_PER_TICK)
+
+
 def new_persona_hashes(persona_store: PersonaStoreResource, keys: Sequence[str]) -> dict[int, str]:
     return desired_hashes(agent_template(), persona_store.get_store().get_many([int(key) for key in keys]))
 
@@ -62,10 +68,9 @@ def batches(keys: Sequence[str], size: int = RUN_BATCH_SIZE) -> list[list[str]]:
     "partitions of deleted personas. Reads only the change log entries after its cursor.",
 )
 def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
-    cursor = int(context.cursor or 0)
-    changes = persona_store.get_store().changes_since(cursor, limit=MAX_CHANGES_PER_TICK)
+    changes = changes_after_cursor(context, persona_store)
     if not changes:
-        return dg.SkipReason(f"no persona changes after seq {cursor}")
+        return dg.SkipReason(f"no persona changes after seq {context.cursor or 0}")
 
     # Net effect of this slice of the log, in order: an insert followed by a delete cancels out.
     # Trait edits ('update') are for drift handling and are passed over here.
