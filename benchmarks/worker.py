@@ -79,8 +79,8 @@ def dagster_backfill(out: str) -> None:
     at a time, so runs never share the rate limit)."""
     import dagster as dg
 
-    from persona_agents_pipeline.definitions import defs
     from persona_agents_pipeline.defs.assets import persona_agent
+    from persona_agents_pipeline.defs.in_process import execute_run_request
     from persona_agents_pipeline.defs.partitions import personas_partitions
     from persona_agents_pipeline.defs.sensors import batches, range_run_request
     from persona_agents_pipeline.store import PersonaStore
@@ -92,7 +92,6 @@ def dagster_backfill(out: str) -> None:
     registered_started = time.monotonic()
     instance.add_dynamic_partitions(personas_partitions.name, keys)
     registered = time.monotonic()
-    job = defs.resolve_implicit_global_asset_job_def()
 
     launched = time.monotonic()
     size = persona_agent.backfill_policy.max_partitions_per_run
@@ -100,11 +99,7 @@ def dagster_backfill(out: str) -> None:
     for batch in batches(instance.get_dynamic_partitions(personas_partitions.name), size):
         request = range_run_request(batch, run_key=None, reason="benchmark backfill")
         started = time.monotonic()
-        # Execute exactly what the request selects, checks included or not, as the daemon would.
-        subset = job.get_subset(
-            asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys or [])
-        )
-        result = subset.execute_in_process(instance=instance, tags=dict(request.tags), raise_on_error=False)
+        result = execute_run_request(instance, request)
         runs.append({"partitions": len(batch), "started": started, "ended": time.monotonic(), "success": result.success})
     finished = time.monotonic()
     materialized = len(instance.get_materialized_partitions(persona_agent.key))

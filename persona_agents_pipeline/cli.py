@@ -365,23 +365,15 @@ def sandbox(**options) -> None:
 @click.option("--personas", "count", type=click.IntRange(min=1), default=25, show_default=True)
 @friendly_errors
 def demo(count: int) -> None:
-    """End to end on the embedded default: a local sandbox, the SQLite store, demo personas, their agents."""
-    from .config import data_dir
-    from .sandbox.server import SandboxServer
+    """The main job on the embedded default: local sandbox, SQLite store, demo personas, the Dagster pipeline."""
+    from .demo import dagster_home, run_demo
 
-    settings = _settings()
-    store = _store(settings)
-    store.upgrade()
-    if store.count() == 0:
-        store.add_personas(demo_personas(count))
-        out.print(f"Seeded {count} demo personas into {store!r}.")
-    with SandboxServer(state_path=data_dir() / "sandbox-agents.db") as sandbox:
-        out.print(f"ElevenLabs sandbox listening on {sandbox.url}")
-        demo_settings = dataclasses.replace(settings, base_url=sandbox.url)
-        service = ProvisioningService.from_settings(demo_settings, api_key="sandbox-test-key", store=store)
-        _print_summary(_provision_with_progress(service, store.ids_without_agents(), settings.max_concurrent))
-        out.print(f"The sandbox now holds {len(sandbox.agents())} agents; status by persona:")
+    counts = run_demo(count, out.print)
+    out.print("Status: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
     click.get_current_context().invoke(list_agent_status, fmt="table")
+    out.print(
+        f"\nSee it in the Dagster UI: DAGSTER_HOME={dagster_home()} .venv/bin/dagster dev  (then open http://127.0.0.1:3000)"
+    )
 
 
 # ---- reconcile: plan, apply, history ------------------------------------------------------------

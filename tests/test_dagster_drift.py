@@ -24,7 +24,8 @@ from persona_agents_pipeline.definitions import defs
 from persona_agents_pipeline.store import persona_spec
 from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, choose_voice, voice_settings
 
-from dagster_helpers import apply_asset_events, apply_partition_requests, execute_run_request
+from dagster_helpers import apply_asset_events, apply_partition_requests
+from persona_agents_pipeline.defs.in_process import execute_run_request
 
 PERSONAS = 30
 EDITED = slice(2, None, 7)  # 4 scattered personas out of 30

@@ -19,7 +19,8 @@ from persona_agents_pipeline.definitions import defs
 from persona_agents_pipeline.sandbox import SandboxServer
 from persona_agents_pipeline.store import PersonaStore
 
-from dagster_helpers import apply_partition_requests, execute_run_request
+from dagster_helpers import apply_partition_requests
+from persona_agents_pipeline.defs.in_process import execute_run_request
 
 PARTITIONS = personas_partitions.name
 RESOURCES = {"persona_store": PersonaStoreResource()}
