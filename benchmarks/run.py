@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,7 +22,6 @@ from typing import Any
 from .common import (
     API_KEY,
     PYTHON,
-    ROOT,
     agent_accounting,
     child_env,
     create_times,

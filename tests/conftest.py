@@ -87,4 +87,19 @@ def sandbox_client(sandbox):
         yield client
 
 
-# ---- end of ElevenLabs sandbox -----------------------------------------------------------------
+# ---- the CLI's environment ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch, store, sandbox, tmp_path):
+    env = {
+        "PERSONAS_DATABASE_URL": store.database_url,
+        "ELEVENLABS_BASE_URL": sandbox.url,
+        "ELEVENLABS_API_KEY": "sandbox-test-key",
+        "ELEVENLABS_RATE_LIMIT": "200",
+        "ELEVENLABS_MAX_CONCURRENT": "8",
+        "PERSONA_AGENTS_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

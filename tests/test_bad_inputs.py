@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -11,7 +10,6 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from persona_agents_pipeline.cli import main
-from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.sandbox import SandboxServer
 
 CANARY_KEY = "sk_canary_5f0e1d2c3b4a"

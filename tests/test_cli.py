@@ -5,32 +5,12 @@ import os
 import subprocess
 import sys
 
-import pytest
-from click.testing import CliRunner
 from sqlalchemy import text
 
-from persona_agents_pipeline.cli import main
+from cli_helpers import run
+
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.voice_policy import identity_tag
-
-
-@pytest.fixture
-def cli_env(monkeypatch, store, sandbox, tmp_path):
-    env = {
-        "PERSONAS_DATABASE_URL": store.database_url,
-        "ELEVENLABS_BASE_URL": sandbox.url,
-        "ELEVENLABS_API_KEY": "sandbox-test-key",
-        "ELEVENLABS_RATE_LIMIT": "200",
-        "ELEVENLABS_MAX_CONCURRENT": "8",
-        "PERSONA_AGENTS_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
 
 
 def snapshot(store):

@@ -7,7 +7,6 @@ import sys
 import time
 from collections import Counter
 
-import pytest
 
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.sandbox import SandboxServer

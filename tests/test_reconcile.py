@@ -3,7 +3,7 @@
 import json
 
 from sqlalchemy import text
-from test_cli import cli_env, run  # noqa: F401  (cli_env is a fixture)
+from cli_helpers import run
 
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
