@@ -39,8 +39,7 @@ def baseline(out: str, latency: str, rate: str, concurrent: str, sleep_s: str = 
     from persona_agents_pipeline.elevenlabs.rate_limit import RequestLimiter
     from persona_agents_pipeline.models import Persona, utcnow
     from persona_agents_pipeline.sandbox import SandboxServer
-    from persona_agents_pipeline.store import PersonaStore, persona_spec
-    from persona_agents_pipeline.voice_policy import agent_payload
+    from persona_agents_pipeline.store import PersonaStore
 
     from .common import API_KEY, create_times
 
@@ -51,7 +50,7 @@ def baseline(out: str, latency: str, rate: str, concurrent: str, sleep_s: str = 
         launched = time.monotonic()
         with ElevenLabsClient(API_KEY, sandbox.url, limiter=limiter) as client:
             for persona in store.without_agents():
-                payload = agent_payload(persona_spec(persona), settings.voice_catalogue, tts_model=settings.tts_model)
+                payload = settings.agent_template().payload(persona.spec())
                 agent_id = client.create_agent(payload)
                 with store.session() as session:
                     session.execute(

@@ -21,7 +21,7 @@ from .elevenlabs.errors import ElevenLabsError, MalformedResponseError
 from .models import Persona, utcnow
 from .provisioning import Outcome, ProvisioningService, ProvisionResult
 from .reconcile import Action, Plan, apply_plan, build_plan
-from .store import PersonaNotFoundError, PersonaStore, persona_spec
+from .store import PersonaNotFoundError, PersonaStore
 from .voice_policy import TRAIT_FIELDS, InvalidPersonaError, choose_voice
 
 console = Console(stderr=True)
@@ -211,7 +211,7 @@ def create_missing_agents(yes: bool, concurrency: int | None) -> None:
     invalid: list[ProvisionResult] = []
     for persona in candidates:
         try:
-            persona_spec(persona)
+            persona.spec()
             valid.append(persona)
         except InvalidPersonaError as exc:
             invalid.append(ProvisionResult(persona.id, Outcome.INVALID, error=str(exc)))

@@ -33,7 +33,7 @@ from .elevenlabs.errors import (
 )
 from .elevenlabs.rate_limit import RequestLimiter
 from .models import utcnow
-from .store import Claim, PersonaNotFoundError, PersonaStore, persona_spec
+from .store import Claim, PersonaNotFoundError, PersonaStore
 from .voice_policy import (
     AgentTemplate,
     InvalidPersonaError,
@@ -238,7 +238,7 @@ class ProvisioningService:
         Raises PersonaNotFoundError, InvalidPersonaError (before any API call) or ElevenLabsError.
         """
         persona = self.store.require(persona_id)
-        spec = persona_spec(persona)
+        spec = persona.spec()
         if persona.elevenlabs_agent_id and not force:
             if verify_remote and not self._exists_remotely(persona.elevenlabs_agent_id):
                 log.warning("persona %s: agent %s is gone from ElevenLabs", persona_id, persona.elevenlabs_agent_id)
@@ -250,7 +250,7 @@ class ProvisioningService:
 
     def replace_lost_agent(self, persona_id: int, lost_agent_id: str, *, adopt_existing: bool = False) -> ProvisionResult:
         """The recorded agent is gone from ElevenLabs: forget it, then give the persona a new (or adopted) one."""
-        spec = persona_spec(self.store.require(persona_id))
+        spec = self.store.require(persona_id).spec()
         if self._exists_remotely(lost_agent_id):
             # The caller's view was stale (the list hides archived agents): the agent is there, keep it.
             return self._result(spec, Outcome.PRESENT, lost_agent_id)
@@ -264,7 +264,7 @@ class ProvisioningService:
         when the agent turns out to be gone it is replaced.
         """
         persona = self.store.require(persona_id)
-        spec = persona_spec(persona)
+        spec = persona.spec()
         payload = self.payload_for(spec)
         if not persona.elevenlabs_agent_id:
             return self.ensure_agent(persona_id)
@@ -346,7 +346,7 @@ class ProvisioningService:
         except NotFoundError:
             return AgentCheck(persona_id, agent_id, False, False, False, (f"agent {agent_id} is gone from ElevenLabs",))
         try:
-            wanted = self.payload_for(persona_spec(persona))["conversation_config"]
+            wanted = self.payload_for(persona.spec())["conversation_config"]
         except InvalidPersonaError as exc:
             return AgentCheck(persona_id, agent_id, True, False, False, (str(exc),))
         config = remote.get("conversation_config") or {}

@@ -16,7 +16,6 @@ from typing import Any, Callable, Iterator
 from .elevenlabs.errors import ElevenLabsError
 from .models import Persona
 from .provisioning import ProvisioningService, ProvisionResult, oldest_first
-from .store import persona_spec
 from .voice_policy import PROJECT_TAG, AgentTemplate, InvalidPersonaError, config_hash, identity_tag, voice_settings
 
 IDENTITY_PREFIX = identity_tag("")
@@ -133,7 +132,7 @@ def _plan_persona(
 ) -> tuple[list[PlannedChange], bool]:
     """The changes one persona needs, and whether it is in sync."""
     try:
-        spec = persona_spec(persona)
+        spec = persona.spec()
     except InvalidPersonaError as exc:
         return [PlannedChange(Action.INVALID, persona.id, persona.elevenlabs_agent_id, f"{exc.field} {exc.reason}")], False
     recorded = persona.elevenlabs_agent_id

@@ -15,12 +15,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import AgentEvent, Persona, PersonaChange, utcnow
-from .voice_policy import InvalidPersonaError, PersonaSpec, validate_persona
+from .voice_policy import InvalidPersonaError, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -322,14 +322,5 @@ class PersonaStore:
         with self.session() as session:
             return session.scalar(select(func.max(PersonaChange.seq))) or 0
 
-    def prune_changes(self, up_to_seq: int) -> int:
-        with self.session() as session:
-            return session.execute(delete(PersonaChange).where(PersonaChange.seq <= up_to_seq)).rowcount
 
-
-def persona_spec(persona: Persona) -> PersonaSpec:
-    """The validated spec for a stored persona; raises InvalidPersonaError naming the persona and field."""
-    return persona.spec()
-
-
-__all__ = ["PersonaStore", "PersonaNotFoundError", "InvalidPersonaError", "Claim", "persona_spec"]
+__all__ = ["PersonaStore", "PersonaNotFoundError", "InvalidPersonaError", "Claim"]

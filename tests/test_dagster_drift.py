@@ -21,7 +21,6 @@ from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
 from persona_agents_pipeline.defs.sensors import new_personas_sensor
 from persona_agents_pipeline.definitions import defs
-from persona_agents_pipeline.store import persona_spec
 from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, choose_voice, voice_settings
 
 from dagster_helpers import apply_asset_events, apply_partition_requests
@@ -82,7 +81,7 @@ def materialization_count(instance, key: str) -> int:
 
 def flip_traits(store, persona_id: int) -> None:
     """A plain SQL edit, as the application makes it, moving the persona to the opposite voice corner."""
-    hot_and_chatty = choose_voice(persona_spec(store.get(persona_id))).name == "Bella"
+    hot_and_chatty = choose_voice(store.get(persona_id).spec()).name == "Bella"
     value = 0.1 if hot_and_chatty else 0.9
     with store.engine.begin() as connection:
         connection.execute(
@@ -141,7 +140,7 @@ def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, 
     remote = {agent["agent_id"]: agent for agent in sandbox.agents()}
     assert set(remote) == set(agents.values())
     for persona_id in edited:
-        spec = persona_spec(store.get(persona_id))
+        spec = store.get(persona_id).spec()
         tts = remote[agents[persona_id]]["conversation_config"]["tts"]
         assert tts["voice_id"] == DEFAULT_VOICE_CATALOGUE[choose_voice(spec).name]
         assert tts["stability"] == voice_settings(spec)["stability"]

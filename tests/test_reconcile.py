@@ -8,7 +8,6 @@ from cli_helpers import run
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
 from persona_agents_pipeline.reconcile import drifted_persona_ids
-from persona_agents_pipeline.store import persona_spec
 from persona_agents_pipeline.voice_policy import (
     DEFAULT_VOICE_CATALOGUE,
     PROJECT_TAG,
@@ -38,7 +37,7 @@ def execute(store, sql, **params):
 
 def flip_traits(store, persona_id):
     """Move the persona to the opposite voice corner, so voice and stability both change."""
-    hot_and_chatty = choose_voice(persona_spec(store.get(persona_id))).name == "Bella"
+    hot_and_chatty = choose_voice(store.get(persona_id).spec()).name == "Bella"
     value = 0.1 if hot_and_chatty else 0.9
     execute(store, "UPDATE personas SET temper_level = :v, chattiness = :v WHERE id = :id", v=value, id=persona_id)
 
@@ -83,7 +82,7 @@ def test_edited_traits_are_planned_as_updates_and_applied_in_place(cli_env, stor
     remote = {agent["agent_id"]: agent for agent in sandbox.agents()}
     assert len(remote) == 100
     for persona_id in edited:
-        spec = persona_spec(store.get(persona_id))
+        spec = store.get(persona_id).spec()
         tts = remote[before[persona_id]]["conversation_config"]["tts"]
         assert tts["voice_id"] == DEFAULT_VOICE_CATALOGUE[choose_voice(spec).name]
         assert tts["stability"] == voice_settings(spec)["stability"]
@@ -103,7 +102,7 @@ def test_lost_agents_are_replaced_and_orphans_deleted_but_foreign_agents_untouch
         assert sandbox.delete_agent_directly(before[persona_id])
     execute(store, "DELETE FROM personas WHERE id IN (:a, :b)", a=gone[0], b=gone[1])
     # Someone else's agent, even one naming a persona, lacks the project tag and is never ours to touch.
-    foreign_payload = agent_payload(persona_spec(store.get(ids[5])))
+    foreign_payload = agent_payload(store.get(ids[5]).spec())
     foreign_payload["tags"] = ["support", identity_tag(gone[0])]
     foreign_id = sandbox.create_agent_directly(foreign_payload)
     foreign = next(agent for agent in sandbox.agents() if agent["agent_id"] == foreign_id)
@@ -139,7 +138,7 @@ def test_unrecorded_agent_is_adopted_updated_and_its_duplicate_deleted(cli_env, 
     persona_id = ids[1]
     original = recorded_agents(store)[persona_id]
     # A later agent carrying the same identity, and a store that forgot its agent (restored from a backup).
-    duplicate = sandbox.create_agent_directly(agent_payload(persona_spec(store.get(persona_id))))
+    duplicate = sandbox.create_agent_directly(agent_payload(store.get(persona_id).spec()))
     execute(store, "UPDATE personas SET elevenlabs_agent_id = NULL, agent_config_hash = NULL WHERE id = :id", id=persona_id)
     flip_traits(store, persona_id)
 
@@ -155,7 +154,7 @@ def test_unrecorded_agent_is_adopted_updated_and_its_duplicate_deleted(cli_env, 
     assert sorted(agent["agent_id"] for agent in project_agents(sandbox)) == sorted(recorded_agents(store).values())
     # Adoption brings the agent to the current traits, so nothing is left to update.
     [adopted] = [agent for agent in sandbox.agents() if agent["agent_id"] == kept]
-    spec = persona_spec(store.get(persona_id))
+    spec = store.get(persona_id).spec()
     assert adopted["conversation_config"]["tts"]["voice_id"] == DEFAULT_VOICE_CATALOGUE[choose_voice(spec).name]
     assert plan_json()["changes"] == []
 
