@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable
 
 from .elevenlabs.errors import ElevenLabsError
 from .models import Persona
@@ -91,13 +91,25 @@ def desired_config_hash(template: AgentTemplate, persona: Persona) -> str | None
         return None
 
 
-def drifted_persona_ids(service: ProvisioningService) -> Iterator[int]:
-    """Personas whose recorded agent was built from other traits than they have now; the store alone, no API call."""
-    for persona in service.store.iter_personas():
+def desired_hashes(template: AgentTemplate, personas: Iterable[Persona]) -> dict[int, str]:
+    """Persona id -> hash of the config its traits produce now; invalid personas are left out."""
+    hashes = {persona.id: desired_config_hash(template, persona) for persona in personas}
+    return {persona_id: wanted for persona_id, wanted in hashes.items() if wanted is not None}
+
+
+def drifted_hashes(template: AgentTemplate, personas: Iterable[Persona]) -> dict[int, str]:
+    """Like desired_hashes, only for personas whose recorded agent was built from other traits.
+
+    Reads the personas alone (no API call) and keeps only the drifted ones, so a streamed pass over
+    the whole table stays flat in memory.
+    """
+    drifted: dict[int, str] = {}
+    for persona in personas:
         if persona.elevenlabs_agent_id:
-            wanted = desired_config_hash(service.template, persona)
+            wanted = desired_config_hash(template, persona)
             if wanted is not None and wanted != persona.agent_config_hash:
-                yield persona.id
+                drifted[persona.id] = wanted
+    return drifted
 
 
 def _remote_project_agents(service: ProvisioningService) -> tuple[set[str], dict[int, list[dict[str, Any]]]]:

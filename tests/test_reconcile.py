@@ -7,7 +7,7 @@ from cli_helpers import run
 
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
-from persona_agents_pipeline.reconcile import drifted_persona_ids
+from persona_agents_pipeline.reconcile import drifted_hashes
 from persona_agents_pipeline.voice_policy import (
     DEFAULT_VOICE_CATALOGUE,
     PROJECT_TAG,
@@ -63,7 +63,7 @@ def test_edited_traits_are_planned_as_updates_and_applied_in_place(cli_env, stor
     for persona_id in edited:
         flip_traits(store, persona_id)
     service = ProvisioningService(store, sandbox_client, DEFAULT_VOICE_CATALOGUE)
-    assert sorted(drifted_persona_ids(service)) == edited
+    assert sorted(drifted_hashes(service.template, store.iter_personas())) == edited
 
     requests_before = len(sandbox.request_log())
     plan = plan_json()
@@ -91,7 +91,7 @@ def test_edited_traits_are_planned_as_updates_and_applied_in_place(cli_env, stor
 
     assert plan_json()["changes"] == []
     assert "No changes: 100 persona(s) in sync." in run("plan").output
-    assert list(drifted_persona_ids(service)) == []
+    assert drifted_hashes(service.template, store.iter_personas()) == {}
 
 
 def test_lost_agents_are_replaced_and_orphans_deleted_but_foreign_agents_untouched(cli_env, store, sandbox):

@@ -12,9 +12,9 @@ from pydantic import Field
 
 from ..models import AGENT_STATUSES, AgentEvent, utcnow
 from ..provisioning import Outcome, ProvisionResult
+from ..reconcile import drifted_hashes
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
-from .traits import drifted_hashes
 
 GROUP = "persona_agents"
 ELEVENLABS_POOL = "elevenlabs_api"

@@ -10,12 +10,13 @@ partition, which marks its `persona_agent` partition stale in the UI until the u
 
 import dagster as dg
 
+from ..reconcile import drifted_hashes
 from .assets import persona_agent
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import PersonaStoreResource, agent_template
 from .schedules import spans
 from .sensors import SENSOR_INTERVAL_SECONDS, automation_status, changes_after_cursor, range_run_request
-from .traits import drifted_hashes, traits_observations
+from .traits import traits_observations
 
 UPDATE_RUN_CONFIG = {"ops": {persona_agent.op.name: {"config": {"mode": "update"}}}}
 

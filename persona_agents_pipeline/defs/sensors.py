@@ -9,10 +9,11 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ..config import Settings
 from ..models import PersonaChange
+from ..reconcile import desired_hashes
 from .assets import persona_agent
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import PersonaStoreResource, agent_template
-from .traits import desired_hashes, traits_observations
+from .traits import traits_observations
 
 # Bounded work per tick (Dagster gives a sensor evaluation 60 s); the rest waits for the next tick.
 MAX_CHANGES_PER_TICK = 20_000
