@@ -55,6 +55,7 @@ class Outcome(str, Enum):
     RECREATED = "recreated"
     REPLACED = "replaced"
     UPDATED = "updated"
+    VERIFIED = "verified"
     INVALID = "invalid"
     NOT_FOUND = "not_found"
     FAILED = "failed"
@@ -73,8 +74,14 @@ class ProvisionResult:
     @property
     def ok(self) -> bool:
         return self.outcome in {
-            Outcome.CREATED, Outcome.ADOPTED, Outcome.PRESENT, Outcome.RECREATED, Outcome.REPLACED, Outcome.UPDATED
+            Outcome.CREATED, Outcome.ADOPTED, Outcome.PRESENT, Outcome.RECREATED, Outcome.REPLACED, Outcome.UPDATED,
+            Outcome.VERIFIED,
         }
+
+    @property
+    def changed(self) -> bool:
+        """Whether the call changed anything (on ElevenLabs or in the database)."""
+        return self.ok and self.outcome not in {Outcome.PRESENT, Outcome.VERIFIED}
 
 
 @dataclass(frozen=True)
@@ -257,18 +264,41 @@ class ProvisioningService:
         self.store.forget_agent(persona_id, lost_agent_id, reason="agent is gone from ElevenLabs")
         return self._provision_claimed(spec, force=False, adopt_existing=adopt_existing, replaces=lost_agent_id)
 
-    def update_agent(self, persona_id: int, *, reason: str = "traits changed") -> ProvisionResult:
+    def converge_agent(self, persona_id: int) -> ProvisionResult:
+        """Bring the persona's agent to the truth on ElevenLabs, not just in the database.
+
+        No recorded agent: ensure_agent (no lookup, so bulk creation keeps its cost). A recorded agent: one
+        GET; gone -> replaced (the caller asked for this persona, so even where auto-creation is off);
+        voice or prompt differ remotely, or the recorded config is outdated -> PATCHed in place; VERIFIED
+        (a no-op) only when the remote agent is really current.
+        """
+        persona = self.store.require(persona_id)
+        payload = self.payload_for(persona.spec())  # invalid traits fail here, before any call
+        agent_id = persona.elevenlabs_agent_id
+        if not agent_id:
+            return self.ensure_agent(persona_id)
+        check = self.check_agent(persona_id)
+        if not check.exists:
+            return self.replace_lost_agent(persona_id, agent_id)
+        if check.passed and persona.agent_config_hash == config_hash(payload):
+            return self._result(persona.spec(), Outcome.VERIFIED, agent_id)
+        return self.update_agent(persona_id, reason="; ".join(check.problems) or "traits changed", even_if_recorded_current=True)
+
+    def update_agent(
+        self, persona_id: int, *, reason: str = "traits changed", even_if_recorded_current: bool = False
+    ) -> ProvisionResult:
         """Bring the recorded agent to the config the persona's traits produce now, in place (same agent id).
 
-        No call when the recorded config hash already matches. Without a recorded agent it provisions one;
-        when the agent turns out to be gone it is replaced.
+        No call when the recorded config hash already matches (unless `even_if_recorded_current`: the remote
+        agent was edited behind our back). Without a recorded agent it provisions one; when the agent turns
+        out to be gone it is replaced.
         """
         persona = self.store.require(persona_id)
         spec = persona.spec()
         payload = self.payload_for(spec)
         if not persona.elevenlabs_agent_id:
             return self.ensure_agent(persona_id)
-        if persona.agent_config_hash == config_hash(payload):
+        if persona.agent_config_hash == config_hash(payload) and not even_if_recorded_current:
             return self._result(spec, Outcome.PRESENT, persona.elevenlabs_agent_id)
         with self._heartbeat.held():
             agent_id = self._claim(persona_id, replacing=True).persona.elevenlabs_agent_id
