@@ -6,14 +6,17 @@ import dagster as dg
 from .defs.assets import agent_status_report, persona_agent, personas
 from .defs.checks import persona_agent_checks
 from .defs.drift import agent_drift_sensor
+from .defs.jobs import provision_persona_agents, refresh_agent_status_report
 from .defs.resources import ElevenLabsResource, PersonaStoreResource
 from .defs.schedules import backfill_missing_agents, verify_agents
-from .defs.sensors import new_personas_sensor
+from .defs.sensors import new_personas_sensor, persona_partitions_sensor
+from .defs.status_report import status_report_sensor
 
 defs = dg.Definitions(
     assets=[personas, persona_agent, agent_status_report],
     asset_checks=[persona_agent_checks],
-    sensors=[new_personas_sensor, agent_drift_sensor],
+    jobs=[provision_persona_agents, refresh_agent_status_report],
+    sensors=[persona_partitions_sensor, new_personas_sensor, agent_drift_sensor, status_report_sensor],
     schedules=[backfill_missing_agents, verify_agents],
     resources={
         "persona_store": PersonaStoreResource(),

@@ -54,6 +54,7 @@ def run_demo(persona_count: int, say) -> dict[str, int]:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     from .defs.assets import agent_status_report
     from .defs.in_process import execute_run_request
+    from .defs.jobs import REPORT_JOB
     from .defs.resources import PersonaStoreResource
     from .defs.schedules import missing_agent_run_requests
     from .sandbox.server import SandboxServer
@@ -76,7 +77,7 @@ def run_demo(persona_count: int, say) -> dict[str, int]:
                     say(f"Dagster run {result.run_id[:8]} ({request.tags.get('persona_agents/batch_size')} personas): "
                         f"{'success' if result.success else 'failed'}")
                 report = execute_run_request(
-                    instance, dg.RunRequest(asset_selection=[agent_status_report.key]), QUIET_RUN
+                    instance, dg.RunRequest(job_name=REPORT_JOB, asset_selection=[agent_status_report.key]), QUIET_RUN
                 )
                 counts = {
                     name.removeprefix("count_"): value.value

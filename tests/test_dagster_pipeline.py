@@ -14,7 +14,7 @@ from persona_agents_pipeline.defs.checks import EXISTS, MATCHES
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
 from persona_agents_pipeline.defs.schedules import backfill_missing_agents, spans
-from persona_agents_pipeline.defs.sensors import new_personas_sensor
+from persona_agents_pipeline.defs.sensors import ENSURE_RUN_CONFIG, new_personas_sensor, persona_partitions_sensor, range_run_request
 from persona_agents_pipeline.definitions import defs
 from persona_agents_pipeline.sandbox import SandboxServer
 from persona_agents_pipeline.store import PersonaStore
@@ -159,15 +159,24 @@ def test_sensor_adds_partitions_and_its_runs_create_agents(store, instance, sand
             assert api_key not in str(run.run_config)
 
 
-def test_sensor_removes_partitions_of_deleted_personas_and_ignores_trait_edits(store, instance):
+def sync_tick(instance, cursor=None):
+    return persona_partitions_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=RESOURCES))
+
+
+def test_partitions_mirror_the_table_without_runs_and_follow_deletes(store, instance):
     ids = store.add_personas(persona_rows(3))
-    first = tick(instance)
+    first = sync_tick(instance)
+    # Partitions and the traits baseline of every persona, and no run: registering makes no API call.
+    assert not first.run_requests
+    [add] = first.dynamic_partitions_requests
+    assert list(add.partition_keys) == [str(i) for i in ids]
+    assert sorted(event.partition for event in first.asset_events) == sorted(str(i) for i in ids)
     apply_partition_requests(instance, first.dynamic_partitions_requests)
     with store.engine.begin() as connection:
         connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95 WHERE id = {ids[1]}")
         connection.exec_driver_sql(f"DELETE FROM personas WHERE id = {ids[0]}")
 
-    second = tick(instance, first.cursor)
+    second = sync_tick(instance, first.cursor)
 
     assert not second.run_requests
     [delete] = second.dynamic_partitions_requests
@@ -233,7 +242,7 @@ def test_rerun_is_a_noop_and_force_recreates(store, instance, sandbox):
 
     rerun = execute_run_request(instance, single_partition_request(key))
     assert rerun.success
-    assert latest_metadata(instance, key)["outcome"] == "present"
+    assert latest_metadata(instance, key)["outcome"] == "verified"
     assert "no-op" in latest_metadata(instance, key)["note"]
     assert store.get(persona_id).elevenlabs_agent_id == first_agent
     assert [agent["agent_id"] for agent in sandbox.agents()] == [first_agent]
@@ -248,29 +257,48 @@ def test_rerun_is_a_noop_and_force_recreates(store, instance, sandbox):
     assert [agent["agent_id"] for agent in sandbox.agents()] == [new_agent]
 
 
-def test_checks_pass_then_fail_after_remote_agent_is_deleted(store, instance, sandbox):
-    ids = store.add_personas(persona_rows(3))
+def check_status_by_partition(instance, name: str) -> dict[str, str]:
+    """Each partition's latest check status, as the UI reads it."""
+    infos = instance.event_log_storage.get_asset_check_partition_info([dg.AssetCheckKey(persona_agent.key, name)])
+    return {info.partition_key: info.latest_execution_status.value for info in infos if info.partition_key}
+
+
+def range_request(ids, **options) -> dg.RunRequest:
+    return range_run_request([str(i) for i in ids], run_key=None, reason="test", **options)
+
+
+def test_checks_hold_a_status_per_persona_until_it_is_repaired(store, instance, sandbox):
+    ids = store.add_personas(persona_rows(4))
     instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
-    request = dg.RunRequest(
-        asset_selection=[persona_agent.key],
-        tags={ASSET_PARTITION_RANGE_START_TAG: str(ids[0]), ASSET_PARTITION_RANGE_END_TAG: str(ids[-1])},
-    )
-    result = execute_run_request(instance, request)
-    checks = check_results(result)
-    assert checks[EXISTS].passed and checks[MATCHES].passed
+    assert execute_run_request(instance, range_request(ids[:3])).success  # the 4th has no agent yet
+    verify = range_request(ids, checks_only=True)
+    checks = check_results(execute_run_request(instance, verify))
+    assert not checks[EXISTS].passed  # the persona without an agent
+    assert check_status_by_partition(instance, EXISTS) == {
+        str(ids[0]): "SUCCEEDED", str(ids[1]): "SUCCEEDED", str(ids[2]): "SUCCEEDED", str(ids[3]): "FAILED"
+    }
 
     gone = store.get(ids[1]).elevenlabs_agent_id
     assert sandbox.delete_agent_directly(gone)
     with store.engine.begin() as connection:  # a trait edit: the voice no longer matches
         connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95, chattiness = 0.95 WHERE id = {ids[2]}")
-        connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.1, chattiness = 0.1 WHERE id = {ids[0]}")
+    checks = check_results(execute_run_request(instance, verify))
+    assert gone in checks[EXISTS].description and f"persona {ids[2]}" in checks[MATCHES].description
+    assert check_status_by_partition(instance, EXISTS)[str(ids[1])] == "FAILED"
+    assert check_status_by_partition(instance, MATCHES)[str(ids[2])] == "FAILED"
 
-    result = execute_run_request(instance, request)  # rerun: no-op materialization, then the checks
-    checks = check_results(result)
-    assert not checks[EXISTS].passed
-    assert str(ids[1]) in checks[EXISTS].description and gone in checks[EXISTS].description
-    assert not checks[MATCHES].passed
-    assert f"persona {ids[0]}" in checks[MATCHES].description or f"persona {ids[2]}" in checks[MATCHES].description
+    # A later automated run (new personas, ensure mode, checks left out) does not wash the failures away.
+    assert execute_run_request(instance, range_request(ids[3:], run_config=ENSURE_RUN_CONFIG)).success
+    assert check_status_by_partition(instance, EXISTS)[str(ids[1])] == "FAILED"
+    assert check_status_by_partition(instance, MATCHES)[str(ids[2])] == "FAILED"
+
+    # One Materialize (mode converge, checks included as the UI launches it) repairs both; they turn green.
+    repair = dg.RunRequest(asset_selection=[persona_agent.key], tags=range_request(ids[1:3]).tags)
+    assert execute_run_request(instance, repair).success
+    assert {latest_metadata(instance, str(ids[1]))["outcome"], latest_metadata(instance, str(ids[2]))["outcome"]} == {"replaced", "updated"}
+    assert check_status_by_partition(instance, EXISTS)[str(ids[1])] == "SUCCEEDED"
+    assert check_status_by_partition(instance, MATCHES)[str(ids[2])] == "SUCCEEDED"
+    assert len(sandbox.agents()) == 4
 
 
 def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, instance, sandbox):
@@ -312,10 +340,15 @@ def test_status_report_counts_by_status(store, instance):
     )
     frame = result.output_for_node("agent_status_report")
     counts = dict(zip(frame["status"], frame["personas"]))
-    assert counts["active"] == 1 and counts["invalid"] == 1 and counts["missing"] == 2
+    # The seeded agent was built from another config than its traits give now: drifted, not active.
+    assert counts["drifted"] == 1 and counts["invalid"] == 1 and counts["missing"] == 2 and counts["active"] == 0
     metadata = result.asset_materializations_for_node("agent_status_report")[0].metadata
     assert metadata["count_missing"].value == 2
     assert "| missing | 2 |" in metadata["status_table"].value
+    attention = metadata["needs_attention"].value
+    for persona in store.get_many(ids[2:]):
+        assert f"| {persona.id} | {persona.name} | missing | no agent yet |" in attention
+    assert f"| {ids[1]} |  | invalid | name" in attention
 
 
 def test_a_batched_run_rides_out_429s_5xx_and_dropped_responses(store, instance, sandbox):

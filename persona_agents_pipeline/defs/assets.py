@@ -4,15 +4,15 @@
 import queue
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Iterator, Literal
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ..models import AGENT_STATUSES, AgentEvent, utcnow
+from ..models import AGENT_STATUSES, AgentEvent, Persona, utcnow
 from ..provisioning import Outcome, ProvisionResult
-from ..reconcile import drifted_hashes
+from ..reconcile import desired_config_hash, drifted_hashes
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
 
@@ -47,11 +47,12 @@ class PersonaAgentConfig(dg.Config):
         default=False,
         description="Recreate the agent even if the persona has one (the old agent is deleted after the new one is saved).",
     )
-    mode: Literal["ensure", "update"] = Field(
-        default="ensure",
-        description="ensure: create agents that are missing, leave existing ones alone. update: bring existing agents "
-        "to the config their persona's traits produce now, in place (same agent id; no call when already current). "
-        "agent_drift_sensor requests update runs.",
+    mode: Literal["converge", "ensure", "update"] = Field(
+        default="converge",
+        description="converge (what a Materialize click does): create a missing agent; look up a recorded one (one "
+        "GET) and replace it when gone, update it when it drifted, and report 'verified' only when it is current. "
+        "ensure (new-persona sensor, backfill schedule): create missing agents, trust recorded ones (no lookup). "
+        "update (agent_drift_sensor): bring recorded agents to their traits' config in place, without a lookup.",
     )
 
 
@@ -67,18 +68,23 @@ def history_table(events: list[AgentEvent]) -> str:
     return "| at (UTC) | action | agent | reason |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
-def partition_metadata(result: ProvisionResult, force: bool, history: list[AgentEvent]) -> dict[str, dg.MetadataValue]:
+def partition_metadata(
+    result: ProvisionResult, force: bool, history: list[AgentEvent], persona_name: str
+) -> dict[str, dg.MetadataValue]:
     agent_id = result.agent_id or ""
     notes = {
         Outcome.CREATED: "agent created",
         Outcome.ADOPTED: "an existing agent carrying this persona's identity was adopted",
-        Outcome.PRESENT: "no-op: the persona already has an agent; materialize with config force: true to recreate it",
+        Outcome.PRESENT: "no-op: the persona already has an agent (not looked up in this mode); materialize with the "
+        "default mode converge to verify it, or config force: true to recreate it",
+        Outcome.VERIFIED: "no-op: the agent exists on ElevenLabs and matches the persona's traits",
         Outcome.RECREATED: "agent recreated (force); the previous agent was deleted",
         Outcome.UPDATED: "agent updated in place to the persona's current traits (same agent id)",
         Outcome.REPLACED: "the recorded agent was gone from ElevenLabs; a new one replaces it",
     }
     note = notes.get(result.outcome, f"agent {result.outcome.value}")
     return {
+        "persona": dg.MetadataValue.text(persona_name),
         "outcome": dg.MetadataValue.text(result.outcome.value),
         "note": dg.MetadataValue.text(note),
         "agent_id": dg.MetadataValue.text(agent_id),
@@ -91,9 +97,9 @@ def partition_metadata(result: ProvisionResult, force: bool, history: list[Agent
     }
 
 
-def _failure_text(failed: list[ProvisionResult]) -> str:
+def _failure_text(failed: list[ProvisionResult], names: dict[int, str]) -> str:
     lines = [f"{len(failed)} persona(s) failed:"]
-    lines += [f"- persona {r.persona_id} ({r.outcome.value}): {r.error}" for r in failed]
+    lines += [f"- persona {r.persona_id} {names.get(r.persona_id, '')!r} ({r.outcome.value}): {r.error}" for r in failed]
     return "\n".join(lines)
 
 
@@ -128,6 +134,8 @@ def persona_agent(
     if config.force and config.mode == "update":
         raise dg.Failure(description="force (recreate) and mode update (patch in place) exclude each other", allow_retries=False)
     service = provisioning_service(persona_store, elevenlabs)
+    names = {persona.id: persona.name for persona in service.store.get_many(ids)}
+    operations = {"converge": service.converge_agent, "ensure": None, "update": service.update_agent}
     context.log.info("provisioning %d persona(s), mode=%s, force=%s", len(ids), config.mode, config.force)
     arrived: queue.Queue[ProvisionResult | None] = queue.Queue()
 
@@ -137,7 +145,7 @@ def persona_agent(
                 ids,
                 concurrency=elevenlabs.concurrency(),
                 force=config.force,
-                operation=service.update_agent if config.mode == "update" else None,
+                operation=None if config.force else operations[config.mode],
                 on_result=arrived.put,
             )
         finally:
@@ -152,7 +160,7 @@ def persona_agent(
             for result in iter(arrived.get, None):
                 if result.ok:
                     metadata_by_id[result.persona_id] = partition_metadata(
-                        result, config.force, service.store.history(result.persona_id)
+                        result, config.force, service.store.history(result.persona_id), names.get(result.persona_id, "")
                     )
                     context.add_asset_metadata(metadata_by_id[result.persona_id], partition_key=str(result.persona_id))
             results = batch.result()
@@ -160,9 +168,10 @@ def persona_agent(
         service.client.close()
     failed += [r for r in results if not r.ok]
 
+    context.log.info("outcomes: %s", dict(Counter(r.outcome.value for r in results)))
     if not failed:
-        counts = Counter(r.outcome.value for r in results)
-        yield dg.MaterializeResult(metadata={f"batch_{name}": dg.MetadataValue.int(n) for name, n in counts.items()})
+        # Each partition's own metadata was added above; batch counters would be copied into every partition.
+        yield dg.MaterializeResult()
         return
 
     # The step fails, so its output (and the metadata added above) is not recorded: record the successes
@@ -171,43 +180,80 @@ def persona_agent(
         yield dg.AssetMaterialization(asset_key=context.asset_key, partition=str(persona_id), metadata=metadata)
     metadata = {
         "failed_personas": dg.MetadataValue.json(
-            [{"persona_id": r.persona_id, "outcome": r.outcome.value, "reason": r.error} for r in failed]
+            [{"persona_id": r.persona_id, "name": names.get(r.persona_id), "outcome": r.outcome.value, "reason": r.error} for r in failed]
         ),
         "succeeded": dg.MetadataValue.int(len(metadata_by_id)),
     }
     permanent_only = all(r.outcome in PERMANENT for r in failed)
     raise dg.Failure(
-        description=_failure_text(failed)
+        description=_failure_text(failed, names)
         + ("" if permanent_only else "\nTransient errors: the step retries, redoing only what is still missing."),
         metadata=metadata,
         allow_retries=not permanent_only,
     )
 
 
+REPORT_ROWS = 500
+GONE_CHECK = dg.AssetCheckKey(dg.AssetKey("persona_agent"), "remote_agent_exists")
+
+
+def gone_agent_keys(instance: dg.DagsterInstance) -> set[str]:
+    """Partitions whose latest `remote_agent_exists` evaluation failed and still concerns their current agent
+    (no materialization since): one query, as the checks recorded them."""
+    return {
+        info.partition_key
+        for info in instance.event_log_storage.get_asset_check_partition_info([GONE_CHECK])
+        if info.partition_key and info.latest_execution_status.value == "FAILED" and info.is_current
+    }
+
+
+def persona_states(persona_store: PersonaStoreResource, gone: set[str]) -> Iterator[tuple[Persona, str, str]]:
+    """(persona, status, reason) for every persona: the stored status, refined for active agents into gone
+    (found so by the last verification) and drifted (built from other traits than the persona has now)."""
+    now, template = utcnow(), agent_template()
+    for persona in persona_store.get_store().iter_personas():
+        invalid = persona.invalid_reason()
+        status = persona.agent_status(now, invalid)
+        reason = {"invalid": invalid or "", "missing": "no agent yet", "in_progress": "being created",
+                  "interrupted": "a create may have been sent; the next run adopts or creates"}.get(status, "")
+        if status == "active" and persona_key(persona.id) in gone:
+            status, reason = "gone", f"agent {persona.elevenlabs_agent_id} not found on ElevenLabs at the last verification"
+        elif status == "active" and invalid:
+            status, reason = "invalid", f"{invalid} (its agent was built from earlier, valid traits)"
+        elif status == "active" and desired_config_hash(template, persona) != persona.agent_config_hash:
+            status, reason = "drifted", "agent built from other traits than the persona has now"
+        yield persona, status, reason
+
+
 @dg.asset(
     deps=[persona_agent],
     group_name=GROUP,
     kinds={"pandas"},
-    description="Counts of personas by agent status (active, missing, in_progress, interrupted, invalid).",
+    description="Counts of personas by agent status (active, missing, in_progress, interrupted, invalid, drifted, "
+    "gone) and a table of every persona whose agent is not active, with name and reason. status_report_sensor "
+    "refreshes it after persona changes and finished runs.",
 )
-def agent_status_report(persona_store: PersonaStoreResource) -> dg.Output[pd.DataFrame]:
-    now = utcnow()
-    counts: Counter[str] = Counter({status: 0 for status in AGENT_STATUSES})
-    examples: dict[str, list[int]] = {}
-    for persona in persona_store.get_store().iter_personas():
-        status = persona.agent_status(now, persona.invalid_reason())
+def agent_status_report(context: dg.AssetExecutionContext, persona_store: PersonaStoreResource) -> dg.Output[pd.DataFrame]:
+    counts: Counter[str] = Counter({status: 0 for status in (*AGENT_STATUSES, "drifted", "gone")})
+    rows: list[tuple[int, str, str, str]] = []
+    for persona, status, reason in persona_states(persona_store, gone_agent_keys(context.instance)):
         counts[status] += 1
-        if status != "active" and len(examples.setdefault(status, [])) < 20:
-            examples[status].append(persona.id)
+        if status != "active":
+            rows.append((persona.id, persona.name, status, reason))
     frame = pd.DataFrame({"status": list(counts), "personas": [counts[s] for s in counts]})
     total = int(frame["personas"].sum())
     table = "| status | personas |\n|---|---:|\n" + "\n".join(f"| {s} | {n} |" for s, n in counts.items())
     table += f"\n| **total** | **{total}** |"
+    cell = lambda text: str(text).replace("|", "/").replace("\n", " ")  # noqa: E731
+    attention = "| persona | name | status | reason |\n|---:|---|---|---|\n" + "\n".join(
+        f"| {pid} | {cell(name)} | {status} | {cell(reason)} |" for pid, name, status, reason in rows[:REPORT_ROWS]
+    )
+    if len(rows) > REPORT_ROWS:
+        attention += f"\n\n... and {len(rows) - REPORT_ROWS} more (`persona-agents list-agent-status` lists all)"
     metadata = {f"count_{status}": dg.MetadataValue.int(n) for status, n in counts.items()}
     metadata["total"] = dg.MetadataValue.int(total)
     metadata["status_table"] = dg.MetadataValue.md(table)
-    if examples:
-        metadata["examples_without_agent"] = dg.MetadataValue.json(examples)
+    metadata["needs_attention"] = dg.MetadataValue.md(attention if rows else "every persona has a current agent")
     return dg.Output(frame, metadata=metadata)
 
 

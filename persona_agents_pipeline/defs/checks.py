@@ -1,9 +1,11 @@
 """Asset checks on persona_agent: the remote agent exists, and its voice and prompt match the persona's traits.
 
-The checks are not partitioned: Dagster 1.13 records a partitioned check result only for single-partition
-steps, and persona_agent runs many partitions per step. Instead each check covers the partitions of the
-run it executes in (all personas with an agent when run on its own) and lists every failing persona with
-its reason in the result's metadata and description.
+The checks are partitioned like persona_agent, so each persona holds its own result: a persona whose agent
+is gone or drifted stays failing on its partition until it is repaired, whatever runs for other personas.
+Dagster 1.13 fills a partitioned check's result (AssetCheckResult) only for single-partition steps, and our
+steps take ranges of up to RUN_BATCH_SIZE partitions; so the check emits one AssetCheckEvaluation per
+partition itself (recorded per partition, tested in tests/test_dagster_checks.py), then one summary result
+for the step (the output Dagster requires; recorded without a partition).
 """
 
 
@@ -25,8 +27,8 @@ EXISTS = "remote_agent_exists"
 MATCHES = "agent_matches_traits"
 MAX_LISTED = 50
 PLAN_HINT = (
-    "Run `persona-agents plan` for the full plan (updates, replaces, adoptions, deletes) and "
-    "`persona-agents apply` to carry it out; agent_drift_sensor updates drifted agents automatically where it runs."
+    "Repair: select the failing partitions and Materialize (mode converge replaces a gone agent and updates a "
+    "drifted one), or run `persona-agents apply`; agent_drift_sensor updates drifted agents automatically where it runs."
 )
 
 
@@ -48,6 +50,21 @@ def persona_ids_for_run(context: dg.AssetCheckExecutionContext, persona_store: P
     return [int(key) for key in keys if key.isdigit()]
 
 
+def per_partition(name: str, ids: list[int], failures: list[tuple[int, str]], hint: str | None = None) -> list[dg.AssetCheckEvaluation]:
+    reasons = dict(failures)
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=persona_agent.key,
+            check_name=name,
+            partition=str(persona_id),
+            passed=persona_id not in reasons,
+            description=reasons.get(persona_id, "passes") + (f"\n{hint}" if hint and persona_id in reasons else ""),
+            metadata={"reason": dg.MetadataValue.text(reasons.get(persona_id, ""))},
+        )
+        for persona_id in ids
+    ]
+
+
 def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str | None = None) -> dg.AssetCheckResult:
     listed = failures[:MAX_LISTED]
     text = "\n".join(f"persona {pid}: {reason}" for pid, reason in listed)
@@ -64,18 +81,24 @@ def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str 
         metadata["next_step"] = dg.MetadataValue.md(hint)
     return dg.AssetCheckResult(
         check_name=name,
-        passed=not failures,
-        description=(f"{len(failures)} of {checked} persona(s) failed:\n{text}" if failures else f"all {checked} persona(s) pass"),
+        # Nothing checked is no evidence: it does not pass.
+        passed=checked > 0 and not failures,
+        description=(f"{len(failures)} of {checked} persona(s) failed:\n{text}" if failures
+                     else f"all {checked} persona(s) pass" if checked else "no persona to check"),
         metadata=metadata,
     )
 
 
 @dg.multi_asset_check(
     specs=[
-        dg.AssetCheckSpec(EXISTS, asset=persona_agent, description="The persona's recorded agent exists on ElevenLabs."),
+        dg.AssetCheckSpec(
+            EXISTS, asset=persona_agent, partitions_def=personas_partitions,
+            description="The persona's recorded agent exists on ElevenLabs.",
+        ),
         dg.AssetCheckSpec(
             MATCHES,
             asset=persona_agent,
+            partitions_def=personas_partitions,
             description="The agent's voice and prompt match what the persona's current traits produce. "
             f"{PLAN_HINT}",
         ),
@@ -108,5 +131,8 @@ def persona_agent_checks(
                     drifted.append((persona_id, "; ".join(result.problems)))
     finally:
         service.client.close()
+    gone = {persona_id for persona_id, _ in missing}
+    yield from per_partition(EXISTS, ids, missing)
+    yield from per_partition(MATCHES, [pid for pid in ids if pid not in gone], drifted, hint=PLAN_HINT)
     yield _result(EXISTS, len(ids), missing)
     yield _result(MATCHES, len(ids) - len(missing), drifted, hint=PLAN_HINT)

@@ -12,6 +12,7 @@ import dagster as dg
 
 from ..reconcile import drifted_hashes
 from .assets import persona_agent
+from .jobs import PROVISION_JOB
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import PersonaStoreResource, agent_template
 from .schedules import spans
@@ -22,11 +23,8 @@ UPDATE_RUN_CONFIG = {"ops": {persona_agent.op.name: {"config": {"mode": "update"
 
 
 def update_run_requests(known_keys: list[str], keys: list[str], last_seq: int) -> list[dg.RunRequest]:
-    """Few update runs over the drifted keys: spans of at most RUN_BATCH_SIZE partitions.
-
-    Personas inside a span that did not drift are no-ops in update mode (their recorded hash matches:
-    no API call, their agent is not touched).
-    """
+    """Update runs over exactly the drifted keys: runs of neighbouring partitions, at most RUN_BATCH_SIZE
+    each. A persona that did not drift gets no run and no (no-op) materialization burying its history."""
     position = {key: index for index, key in enumerate(known_keys)}
     wanted = sorted(position[key] for key in keys if key in position)
     return [
@@ -36,13 +34,13 @@ def update_run_requests(known_keys: list[str], keys: list[str], last_seq: int) -
             reason="traits changed",
             run_config=UPDATE_RUN_CONFIG,
         )
-        for first, last in spans(wanted, RUN_BATCH_SIZE)
+        for first, last in spans(wanted, RUN_BATCH_SIZE, contiguous=True)
     ]
 
 
 @dg.sensor(
     name="agent_drift_sensor",
-    target=[persona_agent],
+    job_name=PROVISION_JOB,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=automation_status(),
     description="Reads trait edits after its cursor in the persona change log; marks the agents built from "

@@ -5,20 +5,22 @@ Used by `persona-agents demo` (no daemon needed), the benchmarks and the tests.
 
 import dagster as dg
 
+from .jobs import PROVISION_JOB
+
 
 def execute_run_request(instance: dg.DagsterInstance, request: dg.RunRequest, run_config: dict | None = None):
-    """Run exactly what the request selects (its assets, and its checks where it names them)."""
+    """Run exactly what the request selects (its assets, and its checks where it names them), in its named job."""
     from ..definitions import defs  # late: definitions imports the modules of this package
 
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs.resolve_job_def(request.job_name or PROVISION_JOB)
     if request.asset_check_keys is not None:  # the request names its checks (possibly none)
         job = job.get_subset(
             asset_selection=set(request.asset_selection or []), asset_check_selection=set(request.asset_check_keys)
         )
     return job.execute_in_process(
         instance=instance,
-        asset_selection=None if request.asset_check_keys is not None else list(request.asset_selection),
+        asset_selection=None if request.asset_check_keys is not None else list(request.asset_selection or []) or None,
         tags=dict(request.tags),
-        run_config=run_config or request.run_config or {},
+        run_config={**(request.run_config or {}), **(run_config or {})},
         raise_on_error=False,
     )

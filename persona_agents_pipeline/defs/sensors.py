@@ -1,4 +1,5 @@
-"""`new_personas_sensor`: follows the persona change log, keeps the partitions in step and requests new agents."""
+"""Sensors on the persona change log: `persona_partitions_sensor` keeps the partitions in step (always on);
+`new_personas_sensor` requests agents for new personas (on where auto-creation is)."""
 
 
 import os
@@ -11,6 +12,8 @@ from ..config import Settings
 from ..models import PersonaChange
 from ..reconcile import desired_hashes
 from .assets import persona_agent
+from .checks import persona_agent_checks
+from .jobs import PROVISION_JOB
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import PersonaStoreResource, agent_template
 from .traits import traits_observations
@@ -29,15 +32,22 @@ def automation_status() -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED
 
 
-def range_run_request(keys: Sequence[str], run_key: str | None, reason: str, run_config: dict | None = None) -> dg.RunRequest:
-    """One run over the partition range keys[0]..keys[-1] (keys contiguous in the partitions' order)."""
+ENSURE_RUN_CONFIG = {"ops": {persona_agent.op.name: {"config": {"mode": "ensure"}}}}
+
+
+def range_run_request(
+    keys: Sequence[str], run_key: str | None, reason: str, run_config: dict | None = None, *, checks_only: bool = False
+) -> dg.RunRequest:
+    """One run of provision_persona_agents over the partition range keys[0]..keys[-1] (keys contiguous in
+    the partitions' order): the asset without its checks, or (checks_only) the checks alone."""
     return dg.RunRequest(
         run_key=run_key,
+        job_name=PROVISION_JOB,
         run_config=run_config or {},
-        asset_selection=[persona_agent.key],
+        asset_selection=[] if checks_only else [persona_agent.key],
         # The checks GET every agent again, halving throughput; automated runs leave them to the
         # `verify_agents` schedule, while a materialization launched from the UI still runs them.
-        asset_check_keys=[],
+        asset_check_keys=list(persona_agent_checks.check_keys) if checks_only else [],
         tags={
             ASSET_PARTITION_RANGE_START_TAG: keys[0],
             ASSET_PARTITION_RANGE_END_TAG: keys[-1],
@@ -60,21 +70,9 @@ def batches(keys: Sequence[str], size: int = RUN_BATCH_SIZE) -> list[list[str]]:
     return [list(keys[start : start + size]) for start in range(0, len(keys), size)]
 
 
-@dg.sensor(
-    name="new_personas_sensor",
-    target=[persona_agent],
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=automation_status(),
-    description="Adds a partition for each new persona and requests their agents in batched runs; removes "
-    "partitions of deleted personas. Reads only the change log entries after its cursor.",
-)
-def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
-    changes = changes_after_cursor(context, persona_store)
-    if not changes:
-        return dg.SkipReason(f"no persona changes after seq {context.cursor or 0}")
-
-    # Net effect of this slice of the log, in order: an insert followed by a delete cancels out.
-    # Trait edits ('update') are for drift handling and are passed over here.
+def net_changes(changes: Sequence[PersonaChange]) -> tuple[list[str], list[str]]:
+    """Keys inserted and keys deleted by this slice of the log, in order: an insert then a delete cancels out.
+    Trait edits ('update') are for drift handling and are passed over."""
     inserted: dict[str, None] = {}
     deleted: dict[str, None] = {}
     for change in changes:
@@ -87,35 +85,80 @@ def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: Pers
                 inserted.pop(key)
             else:
                 deleted[key] = None
+    return list(inserted), list(deleted)
 
-    instance = context.instance
-    name = personas_partitions.name
-    # One query each for the keys in this slice, not one per key: the tick stays cheap at any table size.
-    existing_new = set(instance.get_existing_dynamic_partitions(name, list(inserted))) if inserted else set()
-    new_keys = [key for key in inserted if key not in existing_new]
-    gone_keys = list(instance.get_existing_dynamic_partitions(name, list(deleted))) if deleted else []
-    last_seq = changes[-1].seq
 
+def registration(
+    instance: dg.DagsterInstance, persona_store: PersonaStoreResource, keys: Sequence[str]
+) -> tuple[list[str], list[dg.AssetObservation]]:
+    """The keys among `keys` that have no partition yet, and the baseline data version of every persona in
+    `keys` (the hash its traits give): with a baseline recorded before its first materialization, a later
+    trait edit marks the partition stale however it was created. One query each, not one per key."""
+    if not keys:
+        return [], []
+    existing = set(instance.get_existing_dynamic_partitions(personas_partitions.name, list(keys)))
+    return [key for key in keys if key not in existing], traits_observations(new_persona_hashes(persona_store, keys))
+
+
+@dg.sensor(
+    name="persona_partitions_sensor",
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Keeps the partitions of persona_agent equal to the personas table, with or without "
+    "auto-creation: a persona without an agent shows as a missing partition. Adds and removes partitions and "
+    "records each new persona's traits baseline; requests no runs and makes no API call.",
+)
+def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
+    changes = changes_after_cursor(context, persona_store)
+    if not changes:
+        return dg.SkipReason(f"no persona changes after seq {context.cursor or 0}")
+    inserted, deleted = net_changes(changes)
+    new_keys, baseline = registration(context.instance, persona_store, inserted)
+    gone_keys = list(context.instance.get_existing_dynamic_partitions(personas_partitions.name, deleted)) if deleted else []
     partition_requests = []
     if new_keys:
         partition_requests.append(personas_partitions.build_add_request(new_keys))
     if gone_keys:
         partition_requests.append(personas_partitions.build_delete_request(gone_keys))
-    # New keys are appended to the partitions in this order, so each batch is a contiguous range.
-    run_requests = [
-        range_run_request(batch, run_key=f"new-personas:{batch[0]}-{batch[-1]}:{last_seq}", reason="new personas")
-        for batch in batches(new_keys)
-    ]
-    # The baseline data version of each new `personas` partition; a later trait edit then marks its agent stale.
-    baseline = traits_observations(new_persona_hashes(persona_store, new_keys)) if new_keys else []
-    context.log.info(
-        "changes %d..%d: %d new partition(s) in %d run(s), %d removed", changes[0].seq, last_seq,
-        len(new_keys), len(run_requests), len(gone_keys),
-    )
+    last_seq = changes[-1].seq
+    context.log.info("changes %d..%d: %d partition(s) added, %d removed", changes[0].seq, last_seq, len(new_keys), len(gone_keys))
     return dg.SensorResult(
-        run_requests=run_requests,
         dynamic_partitions_requests=partition_requests,
         asset_events=baseline,
         cursor=str(last_seq),
-        skip_reason=None if (run_requests or partition_requests) else f"changes up to seq {last_seq} need no action",
+        skip_reason=None if partition_requests or baseline else f"changes up to seq {last_seq} need no partition change",
+    )
+
+
+@dg.sensor(
+    name="new_personas_sensor",
+    job_name=PROVISION_JOB,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=automation_status(),
+    description="Requests agents for new personas in batched runs (mode ensure). Registers their partitions "
+    "itself when persona_partitions_sensor has not yet. Reads only the change log entries after its cursor.",
+)
+def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
+    changes = changes_after_cursor(context, persona_store)
+    if not changes:
+        return dg.SkipReason(f"no persona changes after seq {context.cursor or 0}")
+    inserted, _ = net_changes(changes)
+    # Only personas still without an agent (one primary-key query): nothing else is requested.
+    wanted = {persona.id for persona in persona_store.get_store().get_many([int(key) for key in inserted]) if not persona.elevenlabs_agent_id}
+    keys = [key for key in inserted if int(key) in wanted]
+    new_keys, baseline = registration(context.instance, persona_store, keys)
+    last_seq = changes[-1].seq
+    # Keys are registered in change-log order (by either sensor), so each batch is a contiguous range.
+    run_requests = [
+        range_run_request(batch, run_key=f"new-personas:{batch[0]}-{batch[-1]}:{last_seq}", reason="new personas",
+                          run_config=ENSURE_RUN_CONFIG)
+        for batch in batches(keys)
+    ]
+    context.log.info("changes %d..%d: %d new persona(s) without agent in %d run(s)", changes[0].seq, last_seq, len(keys), len(run_requests))
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[personas_partitions.build_add_request(new_keys)] if new_keys else [],
+        asset_events=baseline,
+        cursor=str(last_seq),
+        skip_reason=None if run_requests else f"changes up to seq {last_seq}: no new persona without an agent",
     )

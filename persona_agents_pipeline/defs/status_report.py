@@ -1,0 +1,45 @@
+"""`status_report_sensor`: keeps agent_status_report current without a run per persona change.
+
+Per tick: one query for the newest persona change and one for runs finished since the last tick. When
+either moved, one report run is requested (its run key makes a repeated request a no-op).
+"""
+
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from .jobs import REPORT_JOB, refresh_agent_status_report
+from .resources import PersonaStoreResource
+from .sensors import SENSOR_INTERVAL_SECONDS
+
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+
+
+@dg.sensor(
+    name="status_report_sensor",
+    job=refresh_agent_status_report,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Refreshes agent_status_report after persona changes and after provisioning or verification "
+    "runs finish. No API call; at most one report run per tick.",
+)
+def status_report_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
+    cursor = json.loads(context.cursor) if context.cursor else {"seq": -1, "finished_after": 0.0}
+    seq = persona_store.get_store().latest_change_seq()
+    finished = [
+        record
+        for record in context.instance.get_run_records(
+            dg.RunsFilter(statuses=FINISHED, updated_after=datetime.fromtimestamp(cursor["finished_after"], timezone.utc)),
+            limit=50,
+        )
+        if record.dagster_run.job_name != REPORT_JOB
+    ]
+    finished_after = max([cursor["finished_after"], *(record.update_timestamp.timestamp() for record in finished)])
+    if seq == cursor["seq"] and not finished:
+        return dg.SkipReason("no persona change and no finished run since the last report")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"status-report:{seq}:{finished_after}")],
+        cursor=json.dumps({"seq": seq, "finished_after": finished_after}),
+    )
