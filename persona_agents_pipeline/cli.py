@@ -370,9 +370,9 @@ def demo(count: int) -> None:
     counts = run_demo(count, out.print)
     out.print("Status: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
     click.get_current_context().invoke(list_agent_status, fmt="table")
-    out.print(
-        f"\nSee it in the Dagster UI: DAGSTER_HOME={dagster_home()} .venv/bin/dagster dev  (then open http://127.0.0.1:3000)"
-    )
+    out.print("\nSee it in the Dagster UI: paste these two lines, then open http://127.0.0.1:3000")
+    # soft_wrap: a long path must stay one line when copied, whatever the terminal's width.
+    out.print(f"export DAGSTER_HOME={dagster_home()}\n.venv/bin/dagster dev", soft_wrap=True, highlight=False)
 
 
 # ---- reconcile: plan, apply, history ------------------------------------------------------------

@@ -19,7 +19,8 @@ from persona_agents_pipeline.defs.checks import MATCHES, persona_agent_checks
 from persona_agents_pipeline.defs.drift import agent_drift_sensor
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
-from persona_agents_pipeline.defs.sensors import new_personas_sensor
+from persona_agents_pipeline.defs.schedules import missing_agent_run_requests
+from persona_agents_pipeline.defs.sensors import new_personas_sensor, range_run_request
 from persona_agents_pipeline.definitions import defs
 from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, choose_voice, voice_settings
 
@@ -125,15 +126,14 @@ def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, 
     assert isinstance(result, dg.SensorResult)
     apply_asset_events(instance, result.asset_events)
     assert stale_keys(instance, keys) == {str(i) for i in edited}
-    # ... and their update is requested in one batched run, in update mode.
-    assert len(result.run_requests) == 1
-    [request] = result.run_requests
-    assert request.run_config["ops"]["persona_agent"]["config"]["mode"] == "update"
-    assert request.asset_check_keys == [], "automated runs leave the per-agent checks to verify_agents"
+    # ... and their update is requested in update mode, in runs over exactly the edited partitions.
+    assert len(result.run_requests) == len(edited)  # scattered: one run each
+    for request in result.run_requests:
+        assert request.run_config["ops"]["persona_agent"]["config"]["mode"] == "update"
+        assert request.asset_check_keys == [], "automated runs leave the per-agent checks to verify_agents"
     assert int(result.cursor) == store.latest_change_seq()
 
-    run = execute_run_request(instance, request)
-    assert run.success
+    assert all(execute_run_request(instance, request).success for request in result.run_requests)
 
     # Updated in place: same agent ids, the voice and settings the new traits produce.
     assert {p.id: p.elevenlabs_agent_id for p in store.with_agents()} == agents
@@ -151,22 +151,18 @@ def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, 
         history = metadata["history"]
         assert history.index("| updated |") < history.index("| created |"), "newest first"
         assert agents[persona_id] in history
-    # Unchanged personas: their agents are exactly as before, and outside the run's range not even materialized.
+    # Unchanged personas: their agents are exactly as before, and no no-op materialization buries their history.
     unchanged = [pid for pid in ids if pid not in edited]
     for persona_id in unchanged:
         assert remote[agents[persona_id]] == remote_before[agents[persona_id]]
-    run_range = {key for key in keys if int(key) in range(min(edited), max(edited) + 1)}
-    for key in set(keys) - run_range:
-        assert materialization_count(instance, key) == counts_before[key]
-    for key in run_range - {str(i) for i in edited}:
-        assert latest_metadata(instance, key)["outcome"] == "present"  # no-op inside the batch's range
+        assert materialization_count(instance, str(persona_id)) == counts_before[str(persona_id)]
 
     # Fresh again, and the next tick requests nothing.
     assert stale_keys(instance, keys) == set()
     again = agent_drift_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=env))
     assert isinstance(again, dg.SkipReason)
     # The config-drift check, run as the verify_agents schedule runs it, passes.
-    verify = dg.RunRequest(asset_selection=[], asset_check_keys=list(persona_agent_checks.check_keys))
+    verify = range_run_request(keys, run_key=None, reason="test", checks_only=True)
     checks = {e.check_name: e for e in execute_run_request(instance, verify).get_asset_check_evaluations()}
     assert checks[MATCHES].passed
 
@@ -185,9 +181,33 @@ def test_drift_sensor_ignores_inserts_deletes_and_personas_without_agents(store,
     assert len(sandbox.agents()) == 0
 
 
-def test_failed_check_points_to_the_plan():
+def test_failed_check_points_to_the_repair():
     spec = next(spec for spec in persona_agent_checks.check_specs if spec.name == MATCHES)
-    assert "persona-agents plan" in spec.description
+    assert "Materialize" in spec.description and "persona-agents apply" in spec.description
+
+
+def test_partitions_made_by_the_demo_path_become_stale_after_a_trait_edit(store, sandbox, env, instance):
+    """The backfill schedule's path (also the demo's): its partitions get a baseline, so an edit shows stale."""
+    ids = store.add_personas(persona_rows(3))
+    keys = [str(i) for i in ids]
+    requests = missing_agent_run_requests(instance, env["persona_store"], run_key_prefix=None)
+    assert all(execute_run_request(instance, request).success for request in requests)
+    assert stale_keys(instance, keys) == set()
+    flip_traits(store, ids[1])
+    result, runs = tick(agent_drift_sensor, instance, env)
+    assert stale_keys(instance, keys) == set() and runs and all(run.success for run in runs)
+    assert latest_metadata(instance, keys[1])["outcome"] == "updated"
+
+
+def test_an_edit_shows_stale_until_the_update_runs(store, sandbox, env, instance):
+    ids = store.add_personas(persona_rows(2))
+    keys = [str(i) for i in ids]
+    for request in missing_agent_run_requests(instance, env["persona_store"], run_key_prefix=None):
+        assert execute_run_request(instance, request).success
+    flip_traits(store, ids[0])
+    result = agent_drift_sensor(dg.build_sensor_context(instance=instance, resources=env))
+    apply_asset_events(instance, result.asset_events)
+    assert stale_keys(instance, keys) == {keys[0]}
 
 
 def test_drift_sensor_is_registered_with_the_automation_default():

@@ -16,6 +16,9 @@ def test_demo_provisions_demo_personas_through_dagster_and_is_idempotent(tmp_pat
     first = CliRunner().invoke(main, ["demo", "--personas", "6"], catch_exceptions=False)
     assert first.exit_code == 0, first.output
     assert "Status: 6 active" in first.output
+    # The last two lines are one copy-paste block opening the demo's instance, unbroken at 80 columns.
+    home = (tmp_path / "data" / "dagster_home").resolve()
+    assert first.output.rstrip().splitlines()[-2:] == [f"export DAGSTER_HOME={home}", ".venv/bin/dagster dev"]
 
     store = PersonaStore(f"sqlite:///{tmp_path / 'data' / 'personas.db'}")
     agent_ids = {p.id: p.elevenlabs_agent_id for p in store.with_agents()}
