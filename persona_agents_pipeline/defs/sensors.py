@@ -10,7 +10,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ..config import Settings
 from ..models import PersonaChange
-from ..reconcile import desired_hashes
+from ..reconcile import desired_hashes, drifted_hashes
 from .assets import persona_agent
 from .checks import persona_agent_checks
 from .jobs import PROVISION_JOB
@@ -106,7 +106,8 @@ def registration(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps the partitions of persona_agent equal to the personas table, with or without "
     "auto-creation: a persona without an agent shows as a missing partition. Adds and removes partitions and "
-    "records each new persona's traits baseline; requests no runs and makes no API call.",
+    "records each new persona's traits baseline and the new traits of edited ones (a drifted agent shows "
+    "stale); requests no runs and makes no API call.",
 )
 def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
     changes = changes_after_cursor(context, persona_store)
@@ -114,6 +115,9 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
         return dg.SkipReason(f"no persona changes after seq {context.cursor or 0}")
     inserted, deleted = net_changes(changes)
     new_keys, baseline = registration(context.instance, persona_store, inserted)
+    # Trait edits that change an agent's config show it stale at once, with or without auto-update.
+    edited = sorted({change.persona_id for change in changes if change.change == "update"})
+    drifted = drifted_hashes(agent_template(), persona_store.get_store().get_many(edited)) if edited else {}
     gone_keys = list(context.instance.get_existing_dynamic_partitions(personas_partitions.name, deleted)) if deleted else []
     partition_requests = []
     if new_keys:
@@ -124,9 +128,9 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
     context.log.info("changes %d..%d: %d partition(s) added, %d removed", changes[0].seq, last_seq, len(new_keys), len(gone_keys))
     return dg.SensorResult(
         dynamic_partitions_requests=partition_requests,
-        asset_events=baseline,
+        asset_events=baseline + traits_observations(drifted),
         cursor=str(last_seq),
-        skip_reason=None if partition_requests or baseline else f"changes up to seq {last_seq} need no partition change",
+        skip_reason=None if partition_requests or baseline or drifted else f"changes up to seq {last_seq} need no partition change",
     )
 
 
