@@ -6,6 +6,7 @@ webserver's GraphQL API, then load the asset page in headless Chromium and look 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -234,3 +235,171 @@ def test_backfill_of_200_partitions_runs_as_a_handful_of_runs(deployment, monkey
     print(f"backfill of {BACKFILL} partitions ran as {len(runs)} run(s)")
     assert len(runs) <= 5, f"{BACKFILL} partitions became {len(runs)} runs"
     assert len(sandbox.agents()) == BACKFILL and store.ids_without_agents() == []
+
+
+# ---- a user's day in the UI, automation off (the development default) ------------------------------
+
+DAY_QUERY = """
+query {
+  assetNodeOrError(assetKey: {path: ["persona_agent"]}) {
+    ... on AssetNode {
+      assetPartitionStatuses {
+        ... on DefaultPartitionStatuses { materializedPartitions failedPartitions unmaterializedPartitions materializingPartitions }
+      }
+      staleStatusByPartition(partitions: %s)
+      assetChecksOrError {
+        ... on AssetChecks { checks { name partitionStatuses {
+          ... on AssetCheckDefaultPartitionStatuses { succeededPartitions failedPartitions }
+        } } }
+      }
+    }
+  }
+}
+"""
+
+REPORT_QUERY = """
+query {
+  assetNodeOrError(assetKey: {path: ["agent_status_report"]}) {
+    ... on AssetNode { assetMaterializations(limit: 1) { runId metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } }
+  }
+}
+"""
+
+MATERIALIZE_PARTITIONS = """
+mutation {
+  launchPartitionBackfill(backfillParams: {assetSelection: [{path: ["persona_agent"]}], partitionNames: %s}) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+SCREENSHOT_DIR = os.environ.get("PERSONA_AGENTS_SCREENSHOT_DIR")
+
+
+def ui_state(url: str, keys: list[str]) -> dict:
+    node = graphql(url, DAY_QUERY % json.dumps(keys))["assetNodeOrError"]
+    statuses = node["assetPartitionStatuses"]
+    checks = {check["name"]: check["partitionStatuses"] or {} for check in node["assetChecksOrError"]["checks"]}
+    return {
+        "materialized": set(statuses["materializedPartitions"]),
+        "failed": set(statuses["failedPartitions"]),
+        "missing": set(statuses["unmaterializedPartitions"]),
+        "running": set(statuses["materializingPartitions"]),
+        "stale": {key for key, status in zip(keys, node["staleStatusByPartition"]) if status == "STALE"},
+        "check_failed": {key for status in checks.values() for key in status.get("failedPartitions", [])},
+        "check_passed": {key for key in checks.get("remote_agent_exists", {}).get("succeededPartitions", [])},
+    }
+
+
+def report_attention(url: str) -> str:
+    [materialization] = graphql(url, REPORT_QUERY)["assetNodeOrError"]["assetMaterializations"] or [None]
+    if materialization is None:
+        return ""
+    return next((entry["mdStr"] for entry in materialization["metadataEntries"] if entry["label"] == "needs_attention"), "")
+
+
+def click_materialize(url: str, keys: list[str]) -> None:
+    """What the partitions page's Materialize button sends for the selected partitions."""
+    launched = graphql(url, MATERIALIZE_PARTITIONS % json.dumps(keys))["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+
+
+def screenshot(url: str, path: Path, profile: Path) -> None:
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+         "--disable-background-networking", "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
+         "--window-size=1400,900", "--virtual-time-budget=20000", f"--screenshot={path}", url],
+        capture_output=True, timeout=90, check=True,
+    )
+    assert path.stat().st_size > 10_000, f"{path} looks blank"
+
+
+@pytest.mark.parametrize("deployment", ["false"], indirect=True)
+def test_a_users_day_in_the_ui_is_truthful(deployment, tmp_path, monkeypatch):
+    import dagster as dg
+
+    from persona_agents_pipeline.defs.in_process import execute_run_request
+    from persona_agents_pipeline.defs.resources import PersonaStoreResource
+    from persona_agents_pipeline.defs.schedules import missing_agent_run_requests
+    from persona_agents_pipeline.defs.sensors import range_run_request
+
+    url, store, sandbox, processes = deployment["url"], deployment["store"], deployment["sandbox"], deployment["processes"]
+    for name in ("DAGSTER_HOME", "PERSONAS_DATABASE_URL", "ELEVENLABS_BASE_URL", "ELEVENLABS_API_KEY"):
+        monkeypatch.setenv(name, {"DAGSTER_HOME": str(deployment["home"]), "PERSONAS_DATABASE_URL": store.database_url,
+                                  "ELEVENLABS_BASE_URL": sandbox.url, "ELEVENLABS_API_KEY": deployment["api_key"]}[name])
+    names = ["Ada", "Grace", "Linus", "Barbara", "Edsger"]
+    ids = store.add_personas(
+        [{"name": name, "temper_level": 0.2 + n / 10, "chattiness": 0.7, "emotional_attachment": 0.4} for n, name in enumerate(names)]
+    )
+    keys = [str(i) for i in ids]
+    name_of = dict(zip(keys, names))
+
+    # Morning: five new personas, automation off. They appear as missing partitions, and no run starts.
+    state = wait_for("the partitions to mirror the table", lambda: (s := ui_state(url, keys))["missing"] == set(keys) and s, 60, processes)
+    assert not state["materialized"] and len(sandbox.agents()) == 0
+    wait_for("the report to list them as missing", lambda: all(f"| {name} | missing |" in report_attention(url) for name in names), 60, processes)
+
+    # Materialize one selected partition: its agent is created.
+    click_materialize(url, keys[:1])
+    wait_for("one agent", lambda: ui_state(url, keys)["materialized"] == {keys[0]}, 90, processes)
+    assert store.get(ids[0]).elevenlabs_agent_id and len(sandbox.agents()) == 1
+
+    # The rest, as the backfill schedule would request them (ensure runs, the demo's path too).
+    with dg.DagsterInstance.get() as instance:
+        for request in missing_agent_run_requests(instance, PersonaStoreResource(), run_key_prefix=None):
+            assert execute_run_request(instance, request).success
+    assert ui_state(url, keys)["materialized"] == set(keys) and len(sandbox.agents()) == 5
+
+    # An agent is deleted on ElevenLabs; the verification turns its check red ...
+    gone_key = keys[1]
+    sandbox.delete_agent_directly(store.get(ids[1]).elevenlabs_agent_id)
+    with dg.DagsterInstance.get() as instance:
+        verify = range_run_request(keys, run_key=None, reason="verify agents", checks_only=True)
+        execute_run_request(instance, verify)
+    wait_for("the gone agent's check to show red", lambda: ui_state(url, keys)["check_failed"] == {gone_key}, 30, processes)
+    assert gone_key not in ui_state(url, keys)["check_passed"]
+    # ... the report names it with the reason ...
+    wait_for("the report to name the gone agent", lambda: f"| {name_of[gone_key]} | gone | agent" in report_attention(url), 60, processes)
+
+    # ... and it stays red across later automated runs (a new persona's creation; a persona with bad traits fails).
+    [late] = store.add_personas([{"name": "Margaret", "temper_level": 0.5, "chattiness": 7, "emotional_attachment": 0.5}])
+    wait_for("the new partition", lambda: str(late) in ui_state(url, [*keys, str(late)])["missing"], 60, processes)
+    with dg.DagsterInstance.get() as instance:
+        for request in missing_agent_run_requests(instance, PersonaStoreResource(), run_key_prefix=None):
+            execute_run_request(instance, request)
+    state = ui_state(url, keys)
+    assert state["check_failed"] == {gone_key}
+    assert str(late) in ui_state(url, [str(late)])["failed"]
+    wait_for("the report to give the failed persona's reason",
+             lambda: "| Margaret | invalid | chattiness" in report_attention(url), 60, processes)
+
+    # A trait edit on a persona the schedule's path made shows stale (automation off: no update runs).
+    edited_key = keys[2]
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95, chattiness = 0.1 WHERE id = {ids[2]}")
+    wait_for("the edited persona to show stale", lambda: ui_state(url, keys)["stale"] == {edited_key}, 60, processes)
+
+    if CHROMIUM and SCREENSHOT_DIR:
+        shots, profile = Path(SCREENSHOT_DIR), tmp_path / "shots-profile"
+        shots.mkdir(parents=True, exist_ok=True)
+        screenshot(f"{url}/asset-groups/persona_agents", shots / "lineage.png", profile)
+        screenshot(f"{url}/assets/persona_agent?view=partitions", shots / "partitions.png", profile)
+        screenshot(f"{url}/assets/agent_status_report", shots / "status_report.png", profile)
+
+    # One click on the red partitions repairs them (converge: the gone agent replaced, the drifted one updated).
+    click_materialize(url, [gone_key, edited_key])
+
+    def repaired():
+        state = ui_state(url, keys)
+        return not state["running"] and not state["stale"] and store.get(ids[1]).elevenlabs_agent_id and state
+
+    wait_for("the repair", repaired, 90, processes)
+    with dg.DagsterInstance.get() as instance:
+        execute_run_request(instance, verify)
+    state = ui_state(url, keys)
+    assert not state["check_failed"] and state["check_passed"] == set(keys)
+    assert len(sandbox.agents()) == 5 and not state["stale"]
+    wait_for("the report to clear the gone agent", lambda: "gone" not in report_attention(url).split("| Margaret |")[0], 60, processes)
+    assert deployment["api_key"] not in "".join(path.read_text() for path in deployment["logs"].iterdir())

@@ -260,7 +260,7 @@ def test_rerun_is_a_noop_and_force_recreates(store, instance, sandbox):
 def check_status_by_partition(instance, name: str) -> dict[str, str]:
     """Each partition's latest check status, as the UI reads it."""
     infos = instance.event_log_storage.get_asset_check_partition_info([dg.AssetCheckKey(persona_agent.key, name)])
-    return {info.partition_key: info.latest_execution_status.value for info in infos if info.partition_key}
+    return {info.partition_key: info.latest_execution_status.value for info in infos if info.partition_key and info.is_current}
 
 
 def range_request(ids, **options) -> dg.RunRequest:

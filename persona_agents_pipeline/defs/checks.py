@@ -12,6 +12,9 @@ for the step (the output Dagster requires; recorded without a partition).
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # no public name in 1.13
+    AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
+)
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -50,11 +53,32 @@ def persona_ids_for_run(context: dg.AssetCheckExecutionContext, persona_store: P
     return [int(key) for key in keys if key.isdigit()]
 
 
-def per_partition(name: str, ids: list[int], failures: list[tuple[int, str]], hint: str | None = None) -> list[dg.AssetCheckEvaluation]:
+def latest_materializations(instance: dg.DagsterInstance, ids: list[int]) -> dict[str, TargetMaterialization]:
+    """Each partition's latest materialization, which its check result is about (two queries for the run):
+    the UI shows a result only while no newer materialization exists, so a repair clears the red."""
+    latest = instance.event_log_storage.get_latest_storage_id_by_partition(
+        persona_agent.key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions={str(pid) for pid in ids}
+    )
+    if not latest:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=persona_agent.key, storage_ids=list(latest.values())), limit=len(latest)
+    ).records
+    return {
+        record.partition_key: TargetMaterialization(storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
+        for record in records
+        if record.partition_key
+    }
+
+
+def per_partition(
+    name: str, ids: list[int], failures: list[tuple[int, str]], targets: dict[str, TargetMaterialization], hint: str | None = None
+) -> list[dg.AssetCheckEvaluation]:
     reasons = dict(failures)
     return [
         dg.AssetCheckEvaluation(
             asset_key=persona_agent.key,
+            target_materialization_data=targets.get(str(persona_id)),
             check_name=name,
             partition=str(persona_id),
             passed=persona_id not in reasons,
@@ -132,7 +156,8 @@ def persona_agent_checks(
     finally:
         service.client.close()
     gone = {persona_id for persona_id, _ in missing}
-    yield from per_partition(EXISTS, ids, missing)
-    yield from per_partition(MATCHES, [pid for pid in ids if pid not in gone], drifted, hint=PLAN_HINT)
+    targets = latest_materializations(context.instance, ids)
+    yield from per_partition(EXISTS, ids, missing, targets)
+    yield from per_partition(MATCHES, [pid for pid in ids if pid not in gone], drifted, targets, hint=PLAN_HINT)
     yield _result(EXISTS, len(ids), missing)
     yield _result(MATCHES, len(ids) - len(missing), drifted, hint=PLAN_HINT)
