@@ -364,7 +364,9 @@ def test_a_users_day_in_the_ui_is_truthful(deployment, tmp_path, monkeypatch):
     wait_for("the report to name the gone agent", lambda: f"| {name_of[gone_key]} | gone | agent" in report_attention(url), 60, processes)
 
     # ... and it stays red across later automated runs (a new persona's creation; a persona with bad traits fails).
-    [late] = store.add_personas([{"name": "Margaret", "temper_level": 0.5, "chattiness": 7, "emotional_attachment": 0.5}])
+    [late] = store.add_personas([{"name": "Margaret", "temper_level": 0.5, "chattiness": 0.5, "emotional_attachment": 0.5}])
+    with store.engine.begin() as connection:  # the application writes a bad value
+        connection.exec_driver_sql(f"UPDATE personas SET chattiness = 7 WHERE id = {late}")
     wait_for("the new partition", lambda: str(late) in ui_state(url, [*keys, str(late)])["missing"], 60, processes)
     with dg.DagsterInstance.get() as instance:
         for request in missing_agent_run_requests(instance, PersonaStoreResource(), run_key_prefix=None):
