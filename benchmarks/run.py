@@ -1,6 +1,6 @@
 """Entry point: `python -m benchmarks.run [--quick] [--only NAME ...]` (`make bench` runs it in full).
 
-Sections (names for --only): provisioning, rate429, sensor, status, bookkeeping.
+Sections (names for --only): provisioning, rate429, sensor, status, bookkeeping, converge.
 Writes benchmarks/results/latest.json, latest.md and provisioning.png, and prints pass/short per target.
 Traffic goes only to sandboxes on 127.0.0.1; every loop is bounded in count and time.
 """
@@ -34,7 +34,7 @@ from .common import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLI = str(Path(PYTHON).parent / "persona-agents")
-SECTIONS = ("provisioning", "rate429", "sensor", "status", "bookkeeping")
+SECTIONS = ("provisioning", "rate429", "sensor", "status", "bookkeeping", "converge")
 VARIANT_LABELS = {
     "dagster": "Dagster backfill as shipped",
     "dagster_batch100": "Dagster backfill, 100 partitions per run",
@@ -371,6 +371,53 @@ def bookkeeping(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 # ---- report -----------------------------------------------------------------------------------------
 
 
+# ---- 5. the cost of converging existing personas ----------------------------------------------------
+
+
+def converge(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """What a Materialize (mode converge) of personas that already have agents costs, against ensure (which
+    trusts the database): one GET each, plus a replace for each agent deleted upstream."""
+    from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
+    from persona_agents_pipeline.elevenlabs.rate_limit import RequestLimiter
+    from persona_agents_pipeline.provisioning import ProvisioningService
+    from persona_agents_pipeline.sandbox import SandboxServer
+    from persona_agents_pipeline.store import PersonaStore
+    from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE
+
+    n, rate, conc = cfg["converge_personas"], cfg["rate_limit"], cfg["max_concurrent"]
+    log(f"converge: {n} personas with agents, then ensure / converge / converge with 10% deleted upstream")
+    url = fresh_store(work / "converge.db")
+    seed(url, n)
+    store = PersonaStore(url)
+    out: dict[str, Any] = {"personas": n}
+    with SandboxServer() as sandbox:  # created without limits; the measured passes run under them
+        with ElevenLabsClient(API_KEY, sandbox.url, limiter=RequestLimiter(1000, 16)) as client:
+            ProvisioningService(store, client, DEFAULT_VOICE_CATALOGUE).provision_many(store.ids_without_agents(), concurrency=16)
+        sandbox.configure(latency=cfg["latency_s"], rate_limit=rate, max_concurrent=conc)
+        ids = [persona.id for persona in store.with_agents()]
+        with ElevenLabsClient(API_KEY, sandbox.url, limiter=RequestLimiter(rate, conc)) as client:
+            service = ProvisioningService(store, client, DEFAULT_VOICE_CATALOGUE, replace_lost_agents=True)
+
+            def timed(name: str, operation=None) -> None:
+                seen = len(sandbox.request_log())
+                started = time.monotonic()
+                results = service.provision_many(ids, concurrency=conc, operation=operation)
+                seconds = time.monotonic() - started
+                methods = Counter(record.method for record in sandbox.request_log()[seen:])
+                out[name] = {"seconds": seconds, "personas_per_s": n / seconds, "requests_by_method": dict(methods),
+                             "outcomes": dict(Counter(result.outcome.value for result in results))}
+
+            timed("ensure")
+            timed("converge", service.converge_agent)
+            for agent_id in [store.get(pid).elevenlabs_agent_id for pid in ids[:: 10]]:
+                sandbox.delete_agent_directly(agent_id)
+            timed("converge_10pct_gone", service.converge_agent)
+        out["accounting"] = agent_accounting(url, sandbox.agents(), n)
+    store.engine.dispose()
+    out["converge"]["ratio_to_rate_limit"] = out["converge"]["personas_per_s"] / rate
+    return out
+
+
 def targets(results: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
@@ -452,6 +499,16 @@ def targets(results: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]
         if "marginal_ms_per_partition" in b:
             add("Dagster bookkeeping, marginal cost", b["marginal_ms_per_partition"],
                 f"{b['marginal_ms_per_partition']:.1f} ms/partition + {b['fixed_run_overhead_s']:.2f} s per run", "", None)
+    cv = results.get("converge")
+    if cv:
+        c, g = cv["converge"], cv["converge_10pct_gone"]
+        add(f"converging {cv['personas']} existing personas (Materialize, mode converge)", c["seconds"],
+            f"{c['seconds']:.1f} s = {c['personas_per_s']:.2f}/s ({c['ratio_to_rate_limit']:.0%} of the limit; "
+            f"{c['requests_by_method'].get('GET', 0) / cv['personas']:.2f} GET each) vs ensure {cv['ensure']['seconds']:.2f} s, no request",
+            "(cost reported)", None)
+        add("converge with 10% deleted upstream", g["seconds"],
+            f"{g['seconds']:.1f} s, outcomes {g['outcomes']}, exactly one each: {cv['accounting']['exactly_one_each']}",
+            "replaced, none duplicated", cv["accounting"]["exactly_one_each"])
     return rows
 
 
@@ -562,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         "status_personas": 100_000,
         "status_repeats": 2 if args.quick else 3,
         "bookkeeping_sizes": [100, 500] if args.quick else [100, 1000],
+        "converge_personas": 200 if args.quick else 500,
         "parallel_baseline": args.parallel_baseline,
         # "dagster" is the layer as shipped (RUN_BATCH_SIZE partitions per run, checks left to the
         # verify_agents schedule); the variant shows what smaller runs cost.

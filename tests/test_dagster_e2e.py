@@ -44,6 +44,8 @@ sensors:
   num_workers: 2
 telemetry:
   enabled: false
+nux:
+  enabled: false
 """
 
 RUNS_QUERY = """
@@ -383,8 +385,11 @@ def test_a_users_day_in_the_ui_is_truthful(deployment, tmp_path, monkeypatch):
         connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95, chattiness = 0.1 WHERE id = {ids[2]}")
     wait_for("the edited persona to show stale", lambda: ui_state(url, keys)["stale"] == {edited_key}, 60, processes)
 
-    if CHROMIUM and SCREENSHOT_DIR:
-        shots, profile = Path(SCREENSHOT_DIR), tmp_path / "shots-profile"
+    # One more persona arrives: a missing partition beside the failed and the stale ones, for the screenshots.
+    [newcomer] = store.add_personas([{"name": "Alan", "temper_level": 0.5, "chattiness": 0.5, "emotional_attachment": 0.5}])
+    wait_for("the newcomer's partition", lambda: str(newcomer) in ui_state(url, [str(newcomer)])["missing"], 60, processes)
+    if CHROMIUM:  # into docs/ with PERSONA_AGENTS_SCREENSHOT_DIR=docs (the README shows them)
+        shots, profile = Path(SCREENSHOT_DIR or tmp_path / "shots"), tmp_path / "shots-profile"
         shots.mkdir(parents=True, exist_ok=True)
         screenshot(f"{url}/asset-groups/persona_agents", shots / "lineage.png", profile)
         screenshot(f"{url}/assets/persona_agent?view=partitions", shots / "partitions.png", profile)
