@@ -308,11 +308,11 @@ def click_materialize(url: str, keys: list[str]) -> None:
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
 
 
-def screenshot(url: str, path: Path, profile: Path) -> None:
+def screenshot(url: str, path: Path, profile: Path, height: int = 900) -> None:
     subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
          "--disable-background-networking", "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
-         "--window-size=1400,900", "--virtual-time-budget=20000", f"--screenshot={path}", url],
+         f"--window-size=1400,{height}", "--virtual-time-budget=20000", f"--screenshot={path}", url],
         capture_output=True, timeout=90, check=True,
     )
     assert path.stat().st_size > 10_000, f"{path} looks blank"
@@ -393,7 +393,7 @@ def test_a_users_day_in_the_ui_is_truthful(deployment, tmp_path, monkeypatch):
         shots.mkdir(parents=True, exist_ok=True)
         screenshot(f"{url}/asset-groups/persona_agents", shots / "lineage.png", profile)
         screenshot(f"{url}/assets/persona_agent?view=partitions", shots / "partitions.png", profile)
-        screenshot(f"{url}/assets/agent_status_report", shots / "status_report.png", profile)
+        screenshot(f"{url}/assets/agent_status_report", shots / "status_report.png", profile, height=2000)
 
     # One click on the red partitions repairs them (converge: the gone agent replaced, the drifted one updated).
     click_materialize(url, [gone_key, edited_key])
