@@ -250,7 +250,7 @@ query {
       }
       staleStatusByPartition(partitions: %s)
       assetChecksOrError {
-        ... on AssetChecks { checks { name partitionStatuses {
+        ... on AssetChecks { checks { name canExecuteIndividually partitionStatuses {
           ... on AssetCheckDefaultPartitionStatuses { succeededPartitions failedPartitions }
         } } }
       }
@@ -284,6 +284,7 @@ def ui_state(url: str, keys: list[str]) -> dict:
     node = graphql(url, DAY_QUERY % json.dumps(keys))["assetNodeOrError"]
     statuses = node["assetPartitionStatuses"]
     checks = {check["name"]: check["partitionStatuses"] or {} for check in node["assetChecksOrError"]["checks"]}
+    assert all(check["canExecuteIndividually"] == "CAN_EXECUTE" for check in node["assetChecksOrError"]["checks"])
     return {
         "materialized": set(statuses["materializedPartitions"]),
         "failed": set(statuses["failedPartitions"]),

@@ -287,6 +287,10 @@ def test_checks_hold_a_status_per_persona_until_it_is_repaired(store, instance, 
     assert check_status_by_partition(instance, EXISTS)[str(ids[1])] == "FAILED"
     assert check_status_by_partition(instance, MATCHES)[str(ids[2])] == "FAILED"
 
+    # Either check runs on its own (the UI's Execute), recording only its own results.
+    only_exists = dg.RunRequest(asset_selection=[], asset_check_keys=[dg.AssetCheckKey(persona_agent.key, EXISTS)], tags=verify.tags)
+    assert set(check_results(execute_run_request(instance, only_exists))) == {EXISTS}
+
     # A later automated run (new personas, ensure mode, checks left out) does not wash the failures away.
     assert execute_run_request(instance, range_request(ids[3:], run_config=ENSURE_RUN_CONFIG)).success
     assert check_status_by_partition(instance, EXISTS)[str(ids[1])] == "FAILED"
