@@ -233,7 +233,8 @@ def test_backfill_of_200_partitions_runs_as_a_handful_of_runs(deployment, monkey
         finished = mine and all(run["status"] == "SUCCESS" for run in mine)
         return mine if finished and stats["numMaterialized"] == BACKFILL else None
 
-    runs = wait_for("the backfill to finish", backfill_done, 80, deployment["processes"])
+    # A backfill launched from the UI runs the (partitioned) checks too: one more GET and two check results per persona.
+    runs = wait_for("the backfill to finish", backfill_done, 180, deployment["processes"])
     print(f"backfill of {BACKFILL} partitions ran as {len(runs)} run(s)")
     assert len(runs) <= 5, f"{BACKFILL} partitions became {len(runs)} runs"
     assert len(sandbox.agents()) == BACKFILL and store.ids_without_agents() == []
