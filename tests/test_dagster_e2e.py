@@ -283,6 +283,7 @@ SCREENSHOT_DIR = os.environ.get("PERSONA_AGENTS_SCREENSHOT_DIR")
 
 def ui_state(url: str, keys: list[str]) -> dict:
     node = graphql(url, DAY_QUERY % json.dumps(keys))["assetNodeOrError"]
+    assert "assetPartitionStatuses" in node, f"asset not loaded yet: {node}"  # wait_for retries until it is
     statuses = node["assetPartitionStatuses"]
     checks = {check["name"]: check["partitionStatuses"] or {} for check in node["assetChecksOrError"]["checks"]}
     assert all(check["canExecuteIndividually"] == "CAN_EXECUTE" for check in node["assetChecksOrError"]["checks"])
