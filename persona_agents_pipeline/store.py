@@ -15,7 +15,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, update
+import sqlalchemy.exc
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,8 +24,13 @@ from .models import AgentEvent, Persona, PersonaChange, utcnow
 from .voice_policy import InvalidPersonaError, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+INSTALLATION_TABLE = "persona_agents_installation"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 ID_CHUNK = 1000  # ids per IN (...) list: well inside SQLite's and PostgreSQL's parameter limits
+
+
+class SchemaOutOfDateError(RuntimeError):
+    """The database lacks tables this version needs; `persona-agents db upgrade` adds them."""
 
 
 class PersonaNotFoundError(LookupError):
@@ -80,6 +86,7 @@ class PersonaStore:
         self.database_url = _normalise_url(database_url)
         self.engine = create_store_engine(self.database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._installation_id: str | None = None
 
     def __repr__(self) -> str:
         return f"PersonaStore({make_url(self.database_url).render_as_string(hide_password=True)!r})"
@@ -103,6 +110,21 @@ class PersonaStore:
             command.upgrade(config, "head")
             after = self._current_revision(connection)
         return [] if before == after else [after]
+
+    def installation_id(self) -> str:
+        """The id `db upgrade` gave this database; it names the installation in every identity tag."""
+        if self._installation_id is None:
+            try:
+                with self.session() as session:
+                    found = session.scalar(text(f"SELECT installation_id FROM {INSTALLATION_TABLE}"))
+            except sqlalchemy.exc.DBAPIError:
+                found = None
+            if not found:
+                raise SchemaOutOfDateError(
+                    "this database has no installation id yet; run `persona-agents db upgrade` first"
+                )
+            self._installation_id = found
+        return self._installation_id
 
     @staticmethod
     def _current_revision(connection) -> str | None:
@@ -323,4 +345,4 @@ class PersonaStore:
             return session.scalar(select(func.max(PersonaChange.seq))) or 0
 
 
-__all__ = ["PersonaStore", "PersonaNotFoundError", "InvalidPersonaError", "Claim"]
+__all__ = ["PersonaStore", "PersonaNotFoundError", "InvalidPersonaError", "Claim", "SchemaOutOfDateError"]

@@ -20,7 +20,7 @@ def assert_exactly_one_agent_each(store, agents, persona_ids):
     by_agent = {agent["agent_id"]: agent for agent in agents}
     assert len(agents) == len(persona_ids), f"{len(agents)} agents for {len(persona_ids)} personas"
     for persona_id, agent_id in recorded.items():
-        assert identity_tag(persona_id) in by_agent[agent_id]["tags"], "a persona records another's agent"
+        assert identity_tag(store.installation_id(), persona_id) in by_agent[agent_id]["tags"], "a persona records another's agent"
     identities = Counter(tag for agent in agents for tag in agent["tags"] if tag != PROJECT_TAG)
     assert max(identities.values()) == 1, "duplicate agents for one persona"
 

@@ -32,7 +32,7 @@ def test_upgrade_adds_agent_columns_to_a_legacy_table_and_keeps_every_row(databa
             connection.execute(text("INSERT INTO personas VALUES (:a, :b, :c, :d, :e, :f)"), dict(zip("abcdef", row)))
 
     store = PersonaStore(database_url)
-    assert store.upgrade() == ["0001_agent_columns"]
+    assert store.upgrade() == ["0002_installation"]
     columns = {column["name"] for column in inspect(store.engine).get_columns("personas")}
     assert AGENT_COLUMNS <= columns
     with legacy.connect() as connection:

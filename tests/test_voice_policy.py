@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from persona_agents_pipeline.voice_policy import (
     DEFAULT_VOICE_CATALOGUE,
+    LEGACY_INSTALLATION,
     PROJECT_TAG,
     InvalidPersonaError,
     agent_payload,
@@ -62,7 +63,7 @@ def test_every_payload_stays_inside_the_documented_ranges(temper, chat, emo, nam
     assert payload["conversation_config"]["agent"]["language"] == "en"
     assert tts["model_id"] in {"eleven_turbo_v2", "eleven_flash_v2"}
     assert tts["voice_id"] in DEFAULT_VOICE_CATALOGUE.values()
-    assert payload["tags"] == [PROJECT_TAG, identity_tag(persona_id)]
+    assert payload["tags"] == [PROJECT_TAG, identity_tag(LEGACY_INSTALLATION, persona_id)]
     assert identity_marker(persona_id) in payload["name"]
     # Persona text cannot break the JSON body: it round-trips exactly.
     assert json.loads(json.dumps(payload)) == payload
