@@ -458,7 +458,7 @@ class ProvisioningService:
             reason = f"replaces agent {replaces}, gone from ElevenLabs" if replaces else "persona had no agent"
         if not self._record(spec, payload, agent_id, outcome, reason, created_at=created_at):
             return self._lost_claim(spec, agent_id)
-        problems = [self._delete_quietly(persona_id, extra, f"duplicate of {agent_id}, which persona {persona_id} keeps")
+        problems = [self._delete_quietly(persona_id, extra, f"duplicate: persona {persona_id} keeps agent {agent_id}")
                     for extra in duplicates]
         if old_agent and old_agent != agent_id:
             problems.append(self._delete_quietly(persona_id, old_agent, f"replaced by {agent_id}"))
@@ -548,14 +548,15 @@ class ProvisioningService:
         return oldest_first(matches)
 
     def delete_remote_agent(self, persona_id: int, agent_id: str, *, reason: str) -> None:
-        """Delete the agent (already gone counts as deleted) and record it in the persona's history.
+        """Delete the agent and record it in the persona's history; one already gone is left unrecorded
+        (whoever removed it recorded it, e.g. an adoption that deleted a planned duplicate).
 
         A DELETE whose answer was lost is settled by looking the agent up: gone means deleted.
         """
         try:
             self.client.delete_agent(agent_id)
         except NotFoundError:
-            pass
+            return
         except ElevenLabsError as exc:
             if not exc.ambiguous or self._exists_remotely(agent_id):
                 raise
