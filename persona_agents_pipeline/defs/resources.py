@@ -6,7 +6,7 @@ import threading
 import dagster as dg
 from pydantic import Field
 
-from ..config import Settings
+from ..config import ConfigurationError, Settings
 from ..elevenlabs.client import ElevenLabsClient
 from ..elevenlabs.rate_limit import RequestLimiter
 from ..provisioning import ProvisioningService
@@ -69,9 +69,13 @@ class ElevenLabsResource(dg.ConfigurableResource):
 
 
 def provisioning_service(persona_store: PersonaStoreResource, elevenlabs: ElevenLabsResource) -> ProvisioningService:
-    return ProvisioningService.from_settings(
-        elevenlabs.settings(), store=persona_store.get_store(), client=elevenlabs.build_client()
-    )
+    """The service for a step; settings that cannot work (e.g. a damaged key) fail it at once, unretried."""
+    try:
+        return ProvisioningService.from_settings(
+            elevenlabs.settings(), store=persona_store.get_store(), client=elevenlabs.build_client()
+        )
+    except ConfigurationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 def agent_template() -> AgentTemplate:
