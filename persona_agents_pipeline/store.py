@@ -20,8 +20,9 @@ from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from .config import ConfigurationError
 from .models import AgentEvent, Persona, PersonaChange, utcnow
-from .voice_policy import InvalidPersonaError, validate_persona
+from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 INSTALLATION_TABLE = "persona_agents_installation"
@@ -29,7 +30,11 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 ID_CHUNK = 1000  # ids per IN (...) list: well inside SQLite's and PostgreSQL's parameter limits
 
 
-class SchemaOutOfDateError(RuntimeError):
+class SchemaError(RuntimeError):
+    """The database's schema or data keeps this version from working; the message says what to do."""
+
+
+class SchemaOutOfDateError(SchemaError):
     """The database lacks tables this version needs; `persona-agents db upgrade` adds them."""
 
 
@@ -47,8 +52,16 @@ class Claim:
     persona: Persona | None  # the row as it was just before the claim attempt
 
 
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
 def _normalise_url(database_url: str) -> str:
     url = make_url(database_url)
+    if url.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise ConfigurationError(
+            f"cannot use the database (check PERSONAS_DATABASE_URL): {url.get_backend_name()} is not supported; "
+            "use SQLite (sqlite:///path/to/file.db) or PostgreSQL (postgresql://user@host/db)"
+        )
     # Plain postgresql:// URLs would pick psycopg2; the project ships psycopg 3.
     if url.drivername in {"postgresql", "postgres"}:
         url = url.set(drivername="postgresql+psycopg")
@@ -162,6 +175,8 @@ class PersonaStore:
             return [persona.id for persona in personas]
 
     def get(self, persona_id: int) -> Persona | None:
+        if not 0 < persona_id <= MAX_PERSONA_ID:  # beyond any id column; SQLite would overflow on it
+            return None
         with self.session() as session:
             return session.get(Persona, persona_id)
 

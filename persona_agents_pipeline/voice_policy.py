@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -91,6 +92,15 @@ class PersonaSpec:
     description: str | None = None
 
 
+# Characters that print as nothing: zero-width spaces and joiners, bidi marks, BOMs (category Cf) and the
+# blank fillers of Hangul and Braille. A text made only of these is empty.
+_BLANK_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _invisible(character: str) -> bool:
+    return character.isspace() or unicodedata.category(character) == "Cf" or character in _BLANK_FILLERS
+
+
 def _clean_text(persona_id: Any, field: str, value: Any, max_length: int, required: bool) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         if required:
@@ -102,7 +112,7 @@ def _clean_text(persona_id: Any, field: str, value: Any, max_length: int, requir
     if CONTROL_CHARACTERS.search(value):
         raise InvalidPersonaError(persona_id, field, "contains control characters")
     text = " ".join(value.split()) if field == "name" else value.strip()
-    if not text:
+    if not text or all(_invisible(character) for character in text):
         if required:
             raise InvalidPersonaError(persona_id, field, "is empty")
         return None

@@ -7,6 +7,8 @@ columns: existing rows are kept, only missing columns, indexes and tables are ad
 import sqlalchemy as sa
 from alembic import op
 
+from persona_agents_pipeline.store import SchemaError
+
 revision = "0001_agent_columns"
 down_revision = None
 branch_labels = None
@@ -70,6 +72,28 @@ def _postgresql_triggers() -> list[str]:
     ]
 
 
+def _settle_legacy_agent_ids(bind) -> None:
+    """Make the legacy agent ids fit the unique index: blank ids mean "no agent" (NULL); an agent id
+    shared by several personas cannot be decided here, so the upgrade stops and names them."""
+    bind.execute(sa.text("UPDATE personas SET elevenlabs_agent_id = NULL WHERE TRIM(elevenlabs_agent_id) = ''"))
+    shared = bind.execute(sa.text(
+        "SELECT elevenlabs_agent_id, id FROM personas WHERE elevenlabs_agent_id IN ("
+        "SELECT elevenlabs_agent_id FROM personas WHERE elevenlabs_agent_id IS NOT NULL "
+        "GROUP BY elevenlabs_agent_id HAVING COUNT(*) > 1) ORDER BY elevenlabs_agent_id, id"
+    )).all()
+    if shared:
+        owners: dict[str, list[str]] = {}
+        for agent_id, persona_id in shared:
+            owners.setdefault(agent_id, []).append(str(persona_id))
+        listing = "; ".join(f"agent {agent_id} is recorded by personas {', '.join(ids)}" for agent_id, ids in owners.items())
+        raise SchemaError(
+            f"cannot upgrade: each agent must belong to one persona, but {listing}. Keep each agent on one persona "
+            "(UPDATE personas SET elevenlabs_agent_id = NULL WHERE id = ... for the others; `persona-agents "
+            "create-missing-agents` then gives them their own), and run `persona-agents db upgrade` again. "
+            "Nothing was changed."
+        )
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     inspector = sa.inspect(bind)
@@ -78,6 +102,8 @@ def upgrade() -> None:
         for column in _persona_columns():
             if column.name not in existing:
                 op.add_column("personas", column)
+        if "elevenlabs_agent_id" in existing:
+            _settle_legacy_agent_ids(bind)
     else:
         op.create_table("personas", sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), *_persona_columns())
 
