@@ -119,7 +119,7 @@ AGENT_STATUSES = ("active", "missing", "in_progress", "interrupted", "invalid")
 class PersonaChange(Base):
     """Filled by database triggers on insert, delete and trait edits, so sensors read only what changed."""
 
-    __tablename__ = "persona_changes"
+    __tablename__ = "persona_agents_changes"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     persona_id: Mapped[int] = mapped_column(Integer)
@@ -130,7 +130,7 @@ class PersonaChange(Base):
 class AgentEvent(Base):
     """History of every change to a persona's agent: created, adopted, updated, replaced, deleted."""
 
-    __tablename__ = "agent_events"
+    __tablename__ = "persona_agents_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     persona_id: Mapped[int] = mapped_column(Integer, index=True)

@@ -62,7 +62,7 @@ def _snapshot(url):
     store = PersonaStore(url)
     with store.engine.connect() as connection:
         rows = [tuple(row) for row in connection.execute(text("SELECT * FROM personas ORDER BY id"))]
-        events = connection.execute(text("SELECT count(*) FROM agent_events")).scalar()
+        events = connection.execute(text("SELECT count(*) FROM persona_agents_events")).scalar()
     store.engine.dispose()
     return rows, events
 
