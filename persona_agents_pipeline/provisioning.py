@@ -487,6 +487,9 @@ class ProvisioningService:
                         self.client.update_agent(keep["agent_id"], payload)
                     return keep | {"adopted": True}, [agent["agent_id"] for agent in duplicates]
                 marker.may_exist = search_first = False
+            if last_error is not None:  # back off before creating again, not before the search above
+                wait = last_error.retry_after if isinstance(last_error, RateLimitedError) else None
+                time.sleep(wait or random.uniform(0, min(30.0, 0.5 * 2 ** (attempt - 1))))
             marker.may_exist = True  # from here on the create may reach the server
             try:
                 return {"agent_id": self.client.create_agent(payload)}, []
@@ -497,8 +500,6 @@ class ProvisioningService:
                         raise
                 last_error = exc
                 log.warning("persona %s: create attempt %d failed (%s)", spec.persona_id, attempt + 1, exc)
-                wait = exc.retry_after if isinstance(exc, RateLimitedError) and exc.retry_after else None
-                time.sleep(wait or random.uniform(0, min(30.0, 0.5 * 2**attempt)))
         assert last_error is not None
         raise last_error
 
