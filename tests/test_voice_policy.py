@@ -15,6 +15,7 @@ from persona_agents_pipeline.voice_policy import (
     config_hash,
     identity_marker,
     identity_tag,
+    parse_identity_tag,
     validate_persona,
     voice_settings,
 )
@@ -125,3 +126,23 @@ def test_control_character_pattern_is_exactly_unicode_cc_except_tab_and_newline(
     matched = set(CONTROL_CHARACTERS.findall(every))
     expected = {ch for ch in every if unicodedata.category(ch) == "Cc" and ch not in "\n\t"}
     assert matched == expected
+
+
+@pytest.mark.parametrize(
+    "tag, identity",
+    [
+        ("persona-agents:0123456789ab:42", ("0123456789ab", 42)),
+        ("persona-agents:persona:7", ("persona", 7)),  # tagged before installations existed
+        ("persona-agents:persona:0001", None),
+        ("persona-agents:persona:\u00b2", None),
+        ("persona-agents:persona:99999999999999999999", None),
+        ("persona-agents:persona:-1", None),
+        ("persona-agents:ABC:1", None),
+        ("persona-agents", None),
+        (None, None),
+    ],
+)
+def test_identity_tags_parse_strictly(tag, identity):
+    assert parse_identity_tag(tag) == identity
+    if identity:
+        assert identity_tag(*identity) == tag

@@ -10,7 +10,7 @@ from ..config import ConfigurationError, Settings
 from ..elevenlabs.client import ElevenLabsClient
 from ..elevenlabs.rate_limit import RequestLimiter
 from ..provisioning import ProvisioningService
-from ..store import PersonaStore
+from ..store import PersonaStore, SchemaError
 from ..voice_policy import AgentTemplate
 
 _stores: dict[str, PersonaStore] = {}
@@ -69,12 +69,13 @@ class ElevenLabsResource(dg.ConfigurableResource):
 
 
 def provisioning_service(persona_store: PersonaStoreResource, elevenlabs: ElevenLabsResource) -> ProvisioningService:
-    """The service for a step; settings that cannot work (e.g. a damaged key) fail it at once, unretried."""
+    """The service for a step; settings that cannot work (a damaged key, a database without `db upgrade`)
+    fail it at once, unretried."""
+    store = persona_store.get_store()
     try:
-        return ProvisioningService.from_settings(
-            elevenlabs.settings(), store=persona_store.get_store(), client=elevenlabs.build_client()
-        )
-    except ConfigurationError as exc:
+        store.installation_id()  # a database that was never upgraded fails here, not in every partition
+        return ProvisioningService.from_settings(elevenlabs.settings(), store=store, client=elevenlabs.build_client())
+    except (ConfigurationError, SchemaError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
