@@ -339,6 +339,8 @@ class PersonaStore:
             session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=utcnow()))
 
     def history(self, persona_id: int) -> list[AgentEvent]:
+        if not 0 < persona_id <= MAX_PERSONA_ID:
+            return []
         with self.session() as session:
             return list(
                 session.scalars(

@@ -136,6 +136,7 @@ CASES = {
     "database file that is not SQLite": (_not_a_database, ["list-agent-status"], "file is not a database"),
     "MySQL URL": (_env("PERSONAS_DATABASE_URL", "mysql://app@127.0.0.1/app"), ["list-agent-status"], "mysql is not supported"),
     "persona id beyond the integer range": (lambda tmp, mp: None, ["recreate-agent", "99999999999999999999"], "persona 99999999999999999999 does not exist"),
+    "history of a persona id beyond the integer range": (lambda tmp, mp: None, ["history", "99999999999999999999"], "persona 99999999999999999999 does not exist"),
     "credentials file is a directory": (_credentials(None), ["create-missing-agents", "--yes"], "is a directory"),
     "binary credentials file": (_credentials(b"\xff\xfe\x00\x01binary"), ["create-missing-agents", "--yes"], "is not a text file"),
     "key with inner whitespace": (_env("ELEVENLABS_API_KEY", "sandbox test-key"), ["create-missing-agents", "--yes"], "ELEVENLABS_API_KEY contains whitespace"),

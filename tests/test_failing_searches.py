@@ -97,18 +97,20 @@ def test_adoption_keeps_the_oldest_agent_and_deletes_the_proven_duplicates(store
         assert sorted(deleted) == sorted(set(copies) - {result.agent_id})
 
 
-def test_a_persona_deleted_while_its_create_is_in_flight_leaves_no_agent(store):
+@pytest.mark.parametrize("create_answer", ["answered", "lost"])
+def test_a_persona_deleted_while_its_create_is_in_flight_leaves_no_agent(store, create_answer):
     ids = store.add_personas(demo_personas(4))
-    with SandboxServer() as sandbox:
+    with SandboxServer(drop_after_create_rate=1.0 if create_answer == "lost" else 0.0) as sandbox:
         service = service_for(store, sandbox)
         real_create = service.client.create_agent
 
         def create_then_persona_deleted(payload):
-            agent_id = real_create(payload)
-            with store.engine.begin() as connection:
-                persona_id = parse_identity_tag(payload["tags"][1])[1]
-                connection.execute(text("DELETE FROM personas WHERE id = :id"), {"id": persona_id})
-            return agent_id
+            try:
+                return real_create(payload)
+            finally:  # the application deletes the persona while the create is on the wire
+                with store.engine.begin() as connection:
+                    persona_id = parse_identity_tag(payload["tags"][1])[1]
+                    connection.execute(text("DELETE FROM personas WHERE id = :id"), {"id": persona_id})
 
         service.client.create_agent = create_then_persona_deleted
         results = service.provision_many(ids, concurrency=4)
