@@ -73,6 +73,7 @@ class ProvisionResult:
     voice_name: str | None = None
     voice_id: str | None = None
     voice_settings: dict[str, Any] | None = None
+    # Why it failed; on a successful result, what was left undone (an old or duplicate agent not deleted).
     error: str | None = None
 
     @property
