@@ -386,6 +386,9 @@ def test_connection() -> None:
 @click.option("--retry-after/--no-retry-after", default=True, show_default=True, help="Send Retry-After on 429.")
 @click.option("--error-rate", type=float, default=0.0, show_default=True, help="Fraction of requests answered 5xx.")
 @click.option("--drop-after-create-rate", type=float, default=0.0, show_default=True, help="Fraction of creates whose response is dropped after the agent exists.")
+@click.option("--drop-delete-response-rate", type=float, default=0.0, show_default=True, help="Fraction of DELETEs carried out but never answered.")
+@click.option("--search-fault", type=click.Choice(["non_json", "400", "401", "429", "timeout"]), default=None, help="How adoption searches (agent lists with `search`) fail.")
+@click.option("--search-fault-rate", type=float, default=1.0, show_default=True, help="Fraction of searches that fail so.")
 @click.option("--seed", type=int, default=None)
 def sandbox(**options) -> None:
     """Run the local ElevenLabs sandbox (agents and voices API) until interrupted."""
