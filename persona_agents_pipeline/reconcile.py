@@ -143,6 +143,8 @@ def _plan_persona(
         payload = service.payload_for(spec)
         if persona.agent_config_hash != config_hash(payload):
             reason = _what_changed(persona, payload, voice_settings(spec))
+            if not any(agent["agent_id"] == recorded for agent in carrying_identity):
+                reason = f"identity tag gains installation {service.installation_id}; {reason}"
             changes.append(PlannedChange(Action.UPDATE, persona.id, recorded, reason))
         others = [agent for agent in carrying_identity if agent["agent_id"] != recorded]
     elif carrying_identity:

@@ -76,6 +76,7 @@ def test_agents_tagged_before_installations_are_retagged_and_never_deleted(store
     assert sorted((change.action, change.persona_id) for change in plan.changes) == [
         (Action.CREATE, ids[2]), (Action.UPDATE, ids[0]), (Action.UPDATE, ids[1])
     ]
+    assert all(f"gains installation {service.installation_id}" in change.reason for change in plan.of(Action.UPDATE))
     assert all(result.ok for result in apply_plan(service, plan))
     remote = {agent["agent_id"]: agent for agent in sandbox.agents()}
     assert set(legacy_ids.values()) <= set(remote), "a legacy agent was deleted"
