@@ -84,11 +84,6 @@ class ProvisionResult:
             Outcome.VERIFIED,
         }
 
-    @property
-    def changed(self) -> bool:
-        """Whether the call changed anything (on ElevenLabs or in the database)."""
-        return self.ok and self.outcome not in {Outcome.PRESENT, Outcome.VERIFIED}
-
 
 @dataclass(frozen=True)
 class AgentCheck:
