@@ -106,6 +106,13 @@ def deployment(tmp_path, request):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    import dagster as dg
+
+    # Create the instance's SQLite storage once: webserver and daemon starting on an empty home race to create
+    # the same tables ("table jobs already exists") and one of them exits.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
     database_url = f"sqlite:///{tmp_path / 'personas.db'}"
     store = PersonaStore(database_url)
     store.upgrade()
