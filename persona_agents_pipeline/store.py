@@ -24,7 +24,7 @@ from .voice_policy import InvalidPersonaError, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
-ID_CHUNK = 1000  # ids per IN (...) list: well inside SQLite's and PostgreSQL's parameter limits
+ID_CHUNK = 500  # ids per IN (...) list: inside every SQLite's limit (999 variables before 3.32) and PostgreSQL's
 
 
 class PersonaNotFoundError(LookupError):

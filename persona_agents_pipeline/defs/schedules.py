@@ -7,7 +7,7 @@ from typing import Sequence
 import dagster as dg
 
 from .assets import persona_agent
-from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
+from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions, register
 from .resources import PersonaStoreResource
 from .sensors import automation_status, range_run_request
 
@@ -42,7 +42,7 @@ def missing_agent_run_requests(
     known_set = set(known)
     absent = [key for key in wanted if key not in known_set]
     if absent:
-        instance.add_dynamic_partitions(name, absent)
+        register(instance, absent)
         known = list(known) + absent
     position = {key: index for index, key in enumerate(known)}
     wanted_positions = sorted(position[key] for key in wanted)

@@ -11,7 +11,7 @@ from ..config import Settings
 from ..models import PersonaChange
 from ..reconcile import desired_hashes
 from .assets import persona_agent
-from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
+from .partitions import RUN_BATCH_SIZE, add_requests, persona_key, personas_partitions, registered
 from .resources import PersonaStoreResource, agent_template
 from .traits import traits_observations
 
@@ -88,17 +88,13 @@ def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: Pers
             else:
                 deleted[key] = None
 
-    instance = context.instance
-    name = personas_partitions.name
-    # One query each for the keys in this slice, not one per key: the tick stays cheap at any table size.
-    existing_new = set(instance.get_existing_dynamic_partitions(name, list(inserted))) if inserted else set()
+    # A few queries for the keys in this slice, not one per key: the tick stays cheap at any table size.
+    existing_new = registered(context.instance, list(inserted))
     new_keys = [key for key in inserted if key not in existing_new]
-    gone_keys = list(instance.get_existing_dynamic_partitions(name, list(deleted))) if deleted else []
+    gone_keys = sorted(registered(context.instance, list(deleted)), key=int)
     last_seq = changes[-1].seq
 
-    partition_requests = []
-    if new_keys:
-        partition_requests.append(personas_partitions.build_add_request(new_keys))
+    partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = add_requests(new_keys)
     if gone_keys:
         partition_requests.append(personas_partitions.build_delete_request(gone_keys))
     # New keys are appended to the partitions in this order, so each batch is a contiguous range.
