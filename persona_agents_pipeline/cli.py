@@ -110,15 +110,23 @@ def db_upgrade() -> None:
 
 @main.group()
 def personas() -> None:
-    """Load personas."""
+    """Add, import, edit and delete personas."""
+
+
+def persona_options(required: bool) -> Callable[[Callable], Callable]:
+    """--name, the three traits and --description; all required to add, any of them to edit."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--description", default=None)(command)
+        for option in reversed(("--name", "--temper-level", "--chattiness", "--emotional-attachment")):
+            command = click.option(option, type=None if option == "--name" else float, required=required, default=None)(command)
+        return command
+
+    return decorate
 
 
 @personas.command("add")
-@click.option("--name", required=True)
-@click.option("--temper-level", type=float, required=True)
-@click.option("--chattiness", type=float, required=True)
-@click.option("--emotional-attachment", type=float, required=True)
-@click.option("--description", default=None)
+@persona_options(required=True)
 @friendly_errors
 def personas_add(name, temper_level, chattiness, emotional_attachment, description) -> None:
     """Add one persona (traits are numbers in 0..1)."""
@@ -138,11 +146,7 @@ def personas_add(name, temper_level, chattiness, emotional_attachment, descripti
 
 @personas.command("edit")
 @click.argument("persona_id", type=int)
-@click.option("--name", default=None)
-@click.option("--temper-level", type=float, default=None)
-@click.option("--chattiness", type=float, default=None)
-@click.option("--emotional-attachment", type=float, default=None)
-@click.option("--description", default=None)
+@persona_options(required=False)
 @friendly_errors
 def personas_edit(persona_id: int, **fields) -> None:
     """Change a persona's name, traits or description (traits are numbers in 0..1); a bad value changes nothing."""
