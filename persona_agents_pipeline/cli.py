@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .config import ConfigurationError, Settings, load_api_key, missing_key_message
 from .demo_data import demo_personas
 from .display import csv_cell, markup_safe, plain
+from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.errors import ElevenLabsError, MalformedResponseError
 from .models import Persona, utcnow
 from .provisioning import Outcome, ProvisioningService, ProvisionResult
@@ -81,11 +82,15 @@ def _store(settings: Settings, *, create: bool = False) -> PersonaStore:
     return store
 
 
-def _service(settings: Settings) -> ProvisioningService:
+def _api_key() -> str:
     api_key = load_api_key()
     if api_key is None:
         raise ConfigurationError(missing_key_message())
-    return ProvisioningService.from_settings(settings, api_key=api_key, store=_store(settings))
+    return api_key
+
+
+def _service(settings: Settings) -> ProvisioningService:
+    return ProvisioningService.from_settings(settings, api_key=_api_key(), store=_store(settings))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -441,8 +446,9 @@ def recreate_agent(persona_id: int, yes: bool) -> None:
 def test_connection() -> None:
     """Check reachability, the key and its permissions, and that every configured voice exists."""
     settings = _settings()
-    service = _service(settings)
-    report = service.client.test_connection(settings.voice_catalogue)
+    # Needs no persona database: only the API is checked.
+    with ElevenLabsClient(_api_key(), settings.base_url) as client:
+        report = client.test_connection(settings.voice_catalogue)
     mark = {True: "[green]ok[/]", False: "[red]failed[/]", None: "[yellow]not checked[/]"}
     out.print(f"ElevenLabs API at {report.base_url}")
     out.print(f"  reachable:        {mark[report.reachable]}")

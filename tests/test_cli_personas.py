@@ -185,3 +185,11 @@ def test_list_agent_status_shows_the_recorded_voice_and_marks_a_difference(with_
     assert (rows[other]["voice"], rows[other]["voice_differs"]) == ("", False), "no agent, no recorded voice"
     table = run("list-agent-status").output
     assert f"{recorded}*>{wanted}" in table and "1 agent(s) have a voice their traits no longer produce" in table
+
+
+def test_test_connection_needs_no_persona_database(cli_env, tmp_path, monkeypatch):
+    nowhere = tmp_path / "not-here" / "personas.db"
+    monkeypatch.setenv("PERSONAS_DATABASE_URL", f"sqlite:///{nowhere}")
+    result = run("test-connection")
+    assert result.exit_code == 0, result.output
+    assert not nowhere.parent.exists()
