@@ -131,6 +131,24 @@ def agent_accounting(url: str, sandbox_agents: Sequence[dict[str, Any]], expecte
     }
 
 
+def throughput(times: list[float], launched: float, latency: float, count: int, rate: float) -> dict[str, Any]:
+    """Launch-to-last-agent throughput (an agent exists once its create is answered: arrival + latency)."""
+    if not times:
+        return {"agents": 0, "seconds": None, "agents_per_s": 0.0}
+    seconds = times[-1] + latency - launched
+    steady = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
+    return {
+        "agents": len(times),
+        "expected": count,
+        "seconds": seconds,
+        "agents_per_s": len(times) / seconds,
+        "ratio_to_rate_limit": len(times) / seconds / rate,
+        "steady_agents_per_s": steady,
+        "steady_ratio_to_rate_limit": steady / rate if steady else None,
+        "first_create_after_launch_s": times[0] - launched,
+    }
+
+
 def create_times(request_log) -> list[float]:
     """Arrival times (monotonic) of successful creates in a sandbox request log, sorted."""
     return sorted(r.arrived for r in request_log if r.method == "POST" and r.path == CREATE_PATH and r.status == 200)

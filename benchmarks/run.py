@@ -1,6 +1,7 @@
 """Entry point: `python -m benchmarks.run [--quick] [--only NAME ...]` (`make bench` runs it in full).
 
-Sections (names for --only): provisioning, rate429, sensor, status, bookkeeping, converge.
+Sections (names for --only): provisioning, rate429, sensor, status, bookkeeping, converge, scale
+(benchmarks/scale.py).
 Writes benchmarks/results/latest.json, latest.md and provisioning.png, and prints pass/short per target.
 Traffic goes only to sandboxes on 127.0.0.1; every loop is bounded in count and time.
 """
@@ -29,12 +30,14 @@ from .common import (
     machine,
     run_child,
     seed,
+    throughput,
     write_json,
 )
+from .scale import scale, target_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLI = str(Path(PYTHON).parent / "persona-agents")
-SECTIONS = ("provisioning", "rate429", "sensor", "status", "bookkeeping", "converge")
+SECTIONS = ("provisioning", "rate429", "sensor", "status", "bookkeeping", "converge", "scale")
 VARIANT_LABELS = {
     "dagster": "Dagster backfill as shipped",
     "dagster_batch100": "Dagster backfill, 100 partitions per run",
@@ -50,24 +53,6 @@ def worker(mode: str, out: Path, env: dict[str, str], *args: str, timeout: float
     if child["returncode"] != 0 or not out.exists():
         raise RuntimeError(f"worker {mode} failed ({child['returncode']}):\n{child['stderr_tail']}")
     return json.loads(out.read_text()), child
-
-
-def throughput(times: list[float], launched: float, latency: float, count: int, rate: float) -> dict[str, Any]:
-    """Launch-to-last-agent throughput (an agent exists once its create is answered: arrival + latency)."""
-    if not times:
-        return {"agents": 0, "seconds": None, "agents_per_s": 0.0}
-    seconds = times[-1] + latency - launched
-    steady = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
-    return {
-        "agents": len(times),
-        "expected": count,
-        "seconds": seconds,
-        "agents_per_s": len(times) / seconds,
-        "ratio_to_rate_limit": len(times) / seconds / rate,
-        "steady_agents_per_s": steady,
-        "steady_ratio_to_rate_limit": steady / rate if steady else None,
-        "first_create_after_launch_s": times[0] - launched,
-    }
 
 
 # ---- 1. bulk provisioning ---------------------------------------------------------------------------
@@ -509,6 +494,7 @@ def targets(results: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]
         add("converge with 10% deleted upstream", g["seconds"],
             f"{g['seconds']:.1f} s, outcomes {g['outcomes']}, exactly one each: {cv['accounting']['exactly_one_each']}",
             "replaced, none duplicated", cv["accounting"]["exactly_one_each"])
+    target_rows(results, add)
     return rows
 
 
@@ -620,6 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         "status_repeats": 2 if args.quick else 3,
         "bookkeeping_sizes": [100, 500] if args.quick else [100, 1000],
         "converge_personas": 200 if args.quick else 500,
+        "scale_sizes": [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000],
+        "scale_repeats": 1 if args.quick else 3,
+        "scale_tick_new": 2_000 if args.quick else 20_000,
+        "scale_backfill": 200 if args.quick else 1000,
         "parallel_baseline": args.parallel_baseline,
         # "dagster" is the layer as shipped (RUN_BATCH_SIZE partitions per run, checks left to the
         # verify_agents schedule); the variant shows what smaller runs cost.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,16 +13,18 @@ from typing import Callable, Iterator
 
 import click
 import sqlalchemy.exc
+from sqlalchemy.engine import make_url
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .config import ConfigurationError, Settings, load_api_key
+from .config import ConfigurationError, Settings, load_api_key, missing_key_message
 from .demo_data import demo_personas
 from .display import csv_cell, markup_safe, plain
+from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.errors import ElevenLabsError, MalformedResponseError
 from .models import Persona, utcnow
 from .provisioning import Outcome, ProvisioningService, ProvisionResult
-from .reconcile import Action, Plan, apply_plan, build_plan
+from .reconcile import Action, Plan, apply_plan, build_plan, desired_config_hash
 from .store import PersonaNotFoundError, PersonaStore, SchemaError
 from .voice_policy import TRAIT_FIELDS, InvalidPersonaError, choose_voice
 
@@ -60,15 +63,38 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-def _store(settings: Settings) -> PersonaStore:
-    return PersonaStore(settings.database_url)
+def _store(settings: Settings, *, create: bool = False) -> PersonaStore:
+    """The persona store. Only `db upgrade` creates one: elsewhere a missing SQLite file or table is an
+    error that says where we looked, instead of an empty database made in the current directory."""
+    url = make_url(settings.database_url)
+    where = "PERSONAS_DATABASE_URL" if os.environ.get("PERSONAS_DATABASE_URL") else (
+        f"the default for the current directory {Path.cwd()}; PERSONAS_DATABASE_URL or PERSONA_AGENTS_DATA_DIR moves it"
+    )
+    if not create and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not Path(url.database).exists():
+            raise CommandError(
+                f"no persona database at {Path(url.database).resolve()} ({where}). "
+                "Run `persona-agents db upgrade` to create it there, or point PERSONAS_DATABASE_URL at yours."
+            )
+    store = PersonaStore(settings.database_url)
+    if not create and not store.has_personas_table():
+        raise CommandError(f"the database {store!r} ({where}) has no personas table: run `persona-agents db upgrade`")
+    return store
+
+
+def _api_key() -> str:
+    api_key = load_api_key()
+    if api_key is None:
+        raise ConfigurationError(missing_key_message())
+    return api_key
 
 
 def _service(settings: Settings) -> ProvisioningService:
-    return ProvisioningService.from_settings(settings, api_key=load_api_key(), store=_store(settings))
+    return ProvisioningService.from_settings(settings, api_key=_api_key(), store=_store(settings))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="persona-agents-pipeline", prog_name="persona-agents")
 def main() -> None:
     """Give every persona exactly one ElevenLabs conversational agent, and keep it so."""
 
@@ -85,22 +111,30 @@ def db() -> None:
 @friendly_errors
 def db_upgrade() -> None:
     """Create the personas table, or add the agent columns to an existing one; safe to run again."""
-    store = _store(_settings())
+    store = _store(_settings(), create=True)
     applied = store.upgrade()
     out.print(f"Applied {', '.join(applied)}." if applied else "Schema is up to date; nothing to do.")
 
 
 @main.group()
 def personas() -> None:
-    """Load personas."""
+    """Add, import, edit and delete personas."""
+
+
+def persona_options(required: bool) -> Callable[[Callable], Callable]:
+    """--name, the three traits and --description; all required to add, any of them to edit."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--description", default=None)(command)
+        for option in reversed(("--name", "--temper-level", "--chattiness", "--emotional-attachment")):
+            command = click.option(option, type=None if option == "--name" else float, required=required, default=None)(command)
+        return command
+
+    return decorate
 
 
 @personas.command("add")
-@click.option("--name", required=True)
-@click.option("--temper-level", type=float, required=True)
-@click.option("--chattiness", type=float, required=True)
-@click.option("--emotional-attachment", type=float, required=True)
-@click.option("--description", default=None)
+@persona_options(required=True)
 @friendly_errors
 def personas_add(name, temper_level, chattiness, emotional_attachment, description) -> None:
     """Add one persona (traits are numbers in 0..1)."""
@@ -116,6 +150,46 @@ def personas_add(name, temper_level, chattiness, emotional_attachment, descripti
         ]
     )
     out.print(f"Added persona {persona_id}.")
+
+
+@personas.command("edit")
+@click.argument("persona_id", type=int)
+@persona_options(required=False)
+@friendly_errors
+def personas_edit(persona_id: int, **fields) -> None:
+    """Change a persona's name, traits or description (traits are numbers in 0..1); a bad value changes nothing."""
+    changes = {field: value for field, value in fields.items() if value is not None}
+    if not changes:
+        raise CommandError("nothing to change: give at least one of --name, --temper-level, --chattiness, "
+                           "--emotional-attachment, --description")
+    settings = _settings()
+    persona = _store(settings).edit_persona(persona_id, changes)
+    out.print(f"Persona {persona_id} updated: " + ", ".join(f"{field} = {getattr(persona, field)!r}" for field in changes),
+              markup=False)
+    if persona.elevenlabs_agent_id and desired_config_hash(settings.agent_template(), persona) != persona.agent_config_hash:
+        out.print(f"Its agent {persona.elevenlabs_agent_id} was built from the old traits: `persona-agents apply` updates it "
+                  "in place (agent_drift_sensor does so automatically where it runs).", markup=False)
+
+
+@personas.command("delete")
+@click.argument("persona_id", type=int)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@friendly_errors
+def personas_delete(persona_id: int, yes: bool) -> None:
+    """Delete a persona; an agent it has is deleted from ElevenLabs first. Its agent history is kept."""
+    settings = _settings()
+    store = _store(settings)
+    persona = store.require(persona_id)
+    agent_id = persona.elevenlabs_agent_id
+    if persona.agent_status(utcnow(), None) == "in_progress":
+        raise CommandError(f"an agent is being created for persona {persona_id} right now; try again when that has finished")
+    fate = (f"Its agent {agent_id} is deleted from ElevenLabs first." if agent_id else "It has no agent.")
+    _confirm_or_refuse(f"Delete persona {persona_id} ({plain(persona.name)})? {fate}", yes)
+    if agent_id:
+        service = _service(settings)
+        service.delete_remote_agent(persona_id, agent_id, reason="persona deleted with `persona-agents personas delete`")
+    store.delete_persona(persona_id)
+    out.print(f"Deleted persona {persona_id}" + (f" and its agent {agent_id}." if agent_id else "."), markup=False)
 
 
 CSV_REQUIRED = ("name", *TRAIT_FIELDS)
@@ -283,18 +357,24 @@ def _print_summary(results: list[ProvisionResult]) -> None:
             out.print(f"  [red]{result.outcome.value}[/] persona {result.persona_id}: {markup_safe(result.error)}")
 
 
-def _status_rows(store: PersonaStore) -> Iterator[dict]:
+def _status_rows(store: PersonaStore, voice_catalogue: dict[str, str]) -> Iterator[dict]:
+    """One row per persona. `voice` is the voice its agent was recorded with; `wanted_voice` the one its
+    traits produce now; `voice_differs` marks an agent to update (`persona-agents apply`)."""
     now = utcnow()
+    voice_names = {voice_id: name for name, voice_id in voice_catalogue.items()}
     for persona in store.iter_personas():
         try:
-            voice, problem = choose_voice(persona.spec()).name, None
+            wanted, problem = choose_voice(persona.spec()).name, None
         except InvalidPersonaError as exc:
-            voice, problem = "", f"{exc.field} {exc.reason}"
+            wanted, problem = "", f"{exc.field} {exc.reason}"
+        recorded = voice_names.get(persona.voice_id, persona.voice_id) if persona.voice_id else ""
         yield {
             "id": persona.id,
             "name": persona.name,
             "status": persona.agent_status(now, problem),
-            "voice": voice,
+            "voice": recorded,
+            "wanted_voice": wanted,
+            "voice_differs": bool(persona.elevenlabs_agent_id and wanted and recorded != wanted),
             "agent_id": persona.elevenlabs_agent_id or "",
             "agent_created_at": persona.agent_created_at.isoformat(timespec="seconds") if persona.agent_created_at else "",
             "problem": problem or "",
@@ -305,8 +385,9 @@ def _status_rows(store: PersonaStore) -> Iterator[dict]:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @friendly_errors
 def list_agent_status(fmt: str) -> None:
-    """Every persona and its agent status (streams; flat memory at any size)."""
-    rows = _status_rows(_store(_settings()))
+    """Every persona and its agent status, with the agent's recorded voice (streams; flat memory at any size)."""
+    settings = _settings()
+    rows = _status_rows(_store(settings), settings.voice_catalogue)
     counts: dict[str, int] = {}
     stream = sys.stdout
     if fmt == "csv":
@@ -323,26 +404,36 @@ def list_agent_status(fmt: str) -> None:
             stream.write(("," if number else "") + "\n  " + json.dumps(row))
         stream.write("\n]\n")
         return
-    header = f"{'ID':>8}  {'NAME':<28}  {'STATUS':<11}  {'VOICE':<6}  {'AGENT ID':<34}  CREATED"
+    header = f"{'ID':>8}  {'NAME':<28}  {'STATUS':<11}  {'VOICE':<17}  {'AGENT ID':<34}  CREATED"
     stream.write(header + "\n")
+    differing = 0
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
         name = plain(row["name"])[:28]
+        voice = f"{row['voice']}*>{row['wanted_voice']}" if row["voice_differs"] else row["voice"]
+        differing += row["voice_differs"]
         stream.write(
-            f"{row['id']:>8}  {name:<28}  {row['status']:<11}  {row['voice']:<6}  {row['agent_id']:<34}  "
+            f"{row['id']:>8}  {name:<28}  {row['status']:<11}  {voice:<17}  {row['agent_id']:<34}  "
             f"{row['agent_created_at']}{'  ' + plain(row['problem']) if row['problem'] else ''}\n"
         )
     total = sum(counts.values())
     stream.write(f"{total} personas: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + "\n")
+    if differing:
+        stream.write(f"* {differing} agent(s) have a voice their traits no longer produce (recorded*>wanted): "
+                     "`persona-agents apply` updates them.\n")
 
 
 @main.command("recreate-agent")
 @click.argument("persona_id", type=int)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @friendly_errors
-def recreate_agent(persona_id: int) -> None:
+def recreate_agent(persona_id: int, yes: bool) -> None:
     """Force a new agent for one persona; the old remote agent is deleted after the new one is saved."""
     service = _service(_settings())
-    old = service.store.require(persona_id).elevenlabs_agent_id
+    persona = service.store.require(persona_id)
+    old = persona.elevenlabs_agent_id
+    fate = f"then its current agent {old} is deleted from ElevenLabs" if old else "it has no agent yet"
+    _confirm_or_refuse(f"Recreate the agent of persona {persona_id} ({plain(persona.name)})? A new agent is created and saved, {fate}.", yes)
     result = service.recreate_agent(persona_id)
     replaced = f" (replaced {old}, now deleted)" if old and not result.error else ""
     out.print(f"Persona {persona_id}: agent {result.agent_id}, voice {result.voice_name}{replaced}.")
@@ -355,8 +446,9 @@ def recreate_agent(persona_id: int) -> None:
 def test_connection() -> None:
     """Check reachability, the key and its permissions, and that every configured voice exists."""
     settings = _settings()
-    service = _service(settings)
-    report = service.client.test_connection(settings.voice_catalogue)
+    # Needs no persona database: only the API is checked.
+    with ElevenLabsClient(_api_key(), settings.base_url) as client:
+        report = client.test_connection(settings.voice_catalogue)
     mark = {True: "[green]ok[/]", False: "[red]failed[/]", None: "[yellow]not checked[/]"}
     out.print(f"ElevenLabs API at {report.base_url}")
     out.print(f"  reachable:        {mark[report.reachable]}")

@@ -122,6 +122,17 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
 
 
+def missing_key_message(env: Mapping[str, str] = os.environ) -> str:
+    """Why there is no key, naming where it is read from; for callers that found load_api_key() empty."""
+    path = credentials_path(env)
+    found = "has no key" if path.exists() else "does not exist"
+    return (
+        f"No ElevenLabs API key is set. It is read from the environment variable ELEVENLABS_API_KEY (not set), "
+        f"else from the credentials file {path} ({found}; PERSONA_AGENTS_CREDENTIALS_FILE moves it). "
+        "Set either one; the local sandbox accepts 'sandbox-test-key'."
+    )
+
+
 def _voice_catalogue(env: Mapping[str, str]) -> dict[str, str]:
     catalogue = dict(DEFAULT_VOICE_CATALOGUE)
     raw = env.get("PERSONA_AGENTS_VOICES")

@@ -5,6 +5,7 @@ import dagster as dg
 
 from .defs.assets import agent_status_report, persona_agent, personas
 from .defs.checks import persona_agent_checks
+from .defs.checks_after_materialize import checks_after_materialize_sensor
 from .defs.drift import agent_drift_sensor
 from .defs.jobs import provision_persona_agents, refresh_agent_status_report
 from .defs.resources import ElevenLabsResource, PersonaStoreResource
@@ -16,7 +17,9 @@ defs = dg.Definitions(
     assets=[personas, persona_agent, agent_status_report],
     asset_checks=[persona_agent_checks],
     jobs=[provision_persona_agents, refresh_agent_status_report],
-    sensors=[persona_partitions_sensor, new_personas_sensor, agent_drift_sensor, status_report_sensor],
+    sensors=[
+        persona_partitions_sensor, new_personas_sensor, agent_drift_sensor, status_report_sensor, checks_after_materialize_sensor
+    ],
     schedules=[backfill_missing_agents, verify_agents],
     resources={
         "persona_store": PersonaStoreResource(),

@@ -11,12 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from alembic import command
 from alembic.config import Config
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +27,9 @@ from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 INSTALLATION_TABLE = "persona_agents_installation"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
-ID_CHUNK = 1000  # ids per IN (...) list: well inside SQLite's and PostgreSQL's parameter limits
+# The persona's own fields, in validate_persona's order; everything else belongs to its agent.
+EDITABLE_FIELDS = ("name", "temper_level", "chattiness", "emotional_attachment", "description")
+ID_CHUNK = 500  # ids per IN (...) list: inside every SQLite's limit (999 variables before 3.32) and PostgreSQL's
 
 
 class SchemaError(RuntimeError):
@@ -173,6 +175,28 @@ class PersonaStore:
             session.add_all(personas)
             session.flush()
             return [persona.id for persona in personas]
+
+    def edit_persona(self, persona_id: int, changes: Mapping[str, Any]) -> Persona:
+        """Change some of a persona's fields. The persona as it would be is validated first, so a bad value
+        changes nothing; returns the persona as saved."""
+        with self.session() as session:
+            persona = session.get(Persona, persona_id, with_for_update=True)
+            if persona is None:
+                raise PersonaNotFoundError(persona_id)
+            merged = {field: changes.get(field, getattr(persona, field)) for field in EDITABLE_FIELDS}
+            spec = validate_persona(persona_id, *(merged[field] for field in EDITABLE_FIELDS))
+            for field in changes:
+                setattr(persona, field, getattr(spec, field))
+        return persona
+
+    def delete_persona(self, persona_id: int) -> None:
+        """Delete the persona row; its agent history stays (see `history`)."""
+        with self.session() as session:
+            if session.execute(delete(Persona).where(Persona.id == persona_id)).rowcount == 0:
+                raise PersonaNotFoundError(persona_id)
+
+    def has_personas_table(self) -> bool:
+        return inspect(self.engine).has_table(Persona.__tablename__)
 
     def get(self, persona_id: int) -> Persona | None:
         if not 0 < persona_id <= MAX_PERSONA_ID:  # beyond any id column; SQLite would overflow on it

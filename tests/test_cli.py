@@ -7,15 +7,10 @@ import sys
 
 from sqlalchemy import text
 
-from cli_helpers import run
+from cli_helpers import run, snapshot
 
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.voice_policy import identity_tag
-
-
-def snapshot(store):
-    with store.engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(text("SELECT * FROM personas ORDER BY id"))]
 
 
 def test_create_missing_agents_creates_each_once(cli_env, store, sandbox):
@@ -43,7 +38,7 @@ def test_recreate_agent_leaves_exactly_one_remote_agent(cli_env, store, sandbox)
     [persona_id] = store.add_personas(demo_personas(1))
     assert run("create-missing-agents", "--yes").exit_code == 0
     old = store.get(persona_id).elevenlabs_agent_id
-    result = run("recreate-agent", str(persona_id))
+    result = run("recreate-agent", str(persona_id), "--yes")
     assert result.exit_code == 0, result.output
     new = store.get(persona_id).elevenlabs_agent_id
     assert new != old

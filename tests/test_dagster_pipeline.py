@@ -11,6 +11,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.checks import EXISTS, MATCHES
+from persona_agents_pipeline.defs.checks_after_materialize import checks_after_materialize_sensor
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
 from persona_agents_pipeline.defs.schedules import backfill_missing_agents, spans
@@ -292,14 +293,23 @@ def test_checks_hold_a_status_per_persona_until_it_is_repaired(store, instance, 
     assert set(check_results(execute_run_request(instance, only_exists))) == {EXISTS}
 
     # A later automated run (new personas, ensure mode, checks left out) does not wash the failures away.
+    watched_from = instance.get_run_records(limit=1)[0].update_timestamp.timestamp()
     assert execute_run_request(instance, range_request(ids[3:], run_config=ENSURE_RUN_CONFIG)).success
     assert check_status_by_partition(instance, EXISTS)[str(ids[1])] == "FAILED"
     assert check_status_by_partition(instance, MATCHES)[str(ids[2])] == "FAILED"
 
-    # One Materialize (mode converge, checks included as the UI launches it) repairs both; they turn green.
+    # One Materialize (mode converge, checks selected as the UI launches it) repairs both. The asset records
+    # its partitions itself (O(run)), so the checks selected with it are skipped in that run ...
     repair = dg.RunRequest(asset_selection=[persona_agent.key], tags=range_request(ids[1:3]).tags)
-    assert execute_run_request(instance, repair).success
+    repaired = execute_run_request(instance, repair)
+    assert repaired.success and not check_results(repaired)
     assert {latest_metadata(instance, str(ids[1]))["outcome"], latest_metadata(instance, str(ids[2]))["outcome"]} == {"replaced", "updated"}
+    # ... and checks_after_materialize_sensor runs them on the repaired partitions (passing over the automated
+    # run, which left them out): they turn green.
+    follow_up = checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor=str(watched_from)))
+    [checks_request] = follow_up.run_requests
+    assert range_of(checks_request) == (str(ids[1]), str(ids[2])) and not checks_request.asset_selection
+    assert execute_run_request(instance, checks_request).success
     assert check_status_by_partition(instance, EXISTS)[str(ids[1])] == "SUCCEEDED"
     assert check_status_by_partition(instance, MATCHES)[str(ids[2])] == "SUCCEEDED"
     assert len(sandbox.agents()) == 4

@@ -13,6 +13,7 @@ from pydantic import Field
 from ..models import AGENT_STATUSES, AgentEvent, Persona, utcnow
 from ..provisioning import Outcome, ProvisionResult
 from ..reconcile import desired_config_hash, drifted_hashes
+from .materializations import PartitionRecorder
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
 
@@ -112,7 +113,8 @@ def _failure_text(failed: list[ProvisionResult], names: dict[int, str]) -> str:
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=RUN_BATCH_SIZE),
     retry_policy=TRANSIENT_RETRY,
     # Materializations are recorded per partition (each with its own metadata), so a batch in which some
-    # personas fail still shows the others as materialized and only the failed ones as failed.
+    # personas fail still shows the others as materialized and only the failed ones as failed. The
+    # asset yields them itself, so it has no output.
     output_required=False,
     description="Exactly one ElevenLabs conversational agent per persona (partition key = persona id).",
 )
@@ -151,38 +153,34 @@ def persona_agent(
         finally:
             arrived.put(None)
 
-    # Record each persona's metadata as its result arrives: Dagster's per-partition bookkeeping then
-    # overlaps the waits on the API instead of following them.
-    metadata_by_id: dict[int, dict[str, dg.MetadataValue]] = {}
+    # Record each persona's materialization as its result arrives: Dagster stores it while the API
+    # waits for the next ones, at a cost that depends on the run's size only (see materializations.py).
+    recorder = PartitionRecorder.at_step_start(context)
+    succeeded = 0
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="provision-batch") as runner:
             batch = runner.submit(provision)
             for result in iter(arrived.get, None):
                 if result.ok:
-                    metadata_by_id[result.persona_id] = partition_metadata(
+                    succeeded += 1
+                    metadata = partition_metadata(
                         result, config.force, service.store.history(result.persona_id), names.get(result.persona_id, "")
                     )
-                    context.add_asset_metadata(metadata_by_id[result.persona_id], partition_key=str(result.persona_id))
+                    yield recorder.materialization(persona_key(result.persona_id), metadata)
             results = batch.result()
     finally:
         service.client.close()
     failed += [r for r in results if not r.ok]
-
+    # Outcome counts go to the log only: as metadata they would be copied into every partition.
     context.log.info("outcomes: %s", dict(Counter(r.outcome.value for r in results)))
     if not failed:
-        # Each partition's own metadata was added above; batch counters would be copied into every partition.
-        yield dg.MaterializeResult()
         return
 
-    # The step fails, so its output (and the metadata added above) is not recorded: record the successes
-    # explicitly, so only the failed personas show as failed.
-    for persona_id, metadata in metadata_by_id.items():
-        yield dg.AssetMaterialization(asset_key=context.asset_key, partition=str(persona_id), metadata=metadata)
     metadata = {
         "failed_personas": dg.MetadataValue.json(
             [{"persona_id": r.persona_id, "name": names.get(r.persona_id), "outcome": r.outcome.value, "reason": r.error} for r in failed]
         ),
-        "succeeded": dg.MetadataValue.int(len(metadata_by_id)),
+        "succeeded": dg.MetadataValue.int(succeeded),
     }
     permanent_only = all(r.outcome in PERMANENT for r in failed)
     raise dg.Failure(

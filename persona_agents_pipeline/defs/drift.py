@@ -13,7 +13,7 @@ import dagster as dg
 from ..reconcile import drifted_hashes
 from .assets import persona_agent
 from .jobs import PROVISION_JOB
-from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
+from .partitions import RUN_BATCH_SIZE, add_requests, persona_key, personas_partitions
 from .resources import PersonaStoreResource, agent_template
 from .schedules import spans
 from .sensors import SENSOR_INTERVAL_SECONDS, automation_status, changes_after_cursor, range_run_request
@@ -66,7 +66,7 @@ def agent_drift_sensor(context: dg.SensorEvaluationContext, persona_store: Perso
     )
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[personas_partitions.build_add_request(unknown)] if unknown else [],
+        dynamic_partitions_requests=add_requests(unknown),
         asset_events=traits_observations(drifted),
         cursor=str(last_seq),
         skip_reason=None if requests else f"changes up to seq {last_seq}: no agent drifted",

@@ -2,6 +2,7 @@
 
 
 import os
+from typing import Sequence
 
 import dagster as dg
 
@@ -16,3 +17,29 @@ RUN_BATCH_SIZE = int(os.environ.get("PERSONA_AGENTS_RUN_BATCH_SIZE", "500"))
 
 def persona_key(persona_id: int) -> str:
     return str(persona_id)
+
+
+# Dagster puts every key of one add request (and each 1,000-key membership chunk) into a single SQL
+# `IN (...)`. SQLite allows 999 variables per statement before 3.32 and 32,766 by default after, so
+# a tick adding 20,000 personas, or a first backfill of 100,000, would fail there in one statement.
+KEYS_PER_STATEMENT = 500
+
+
+def key_chunks(keys: Sequence[str]) -> list[list[str]]:
+    return [list(keys[start : start + KEYS_PER_STATEMENT]) for start in range(0, len(keys), KEYS_PER_STATEMENT)]
+
+
+def add_requests(keys: Sequence[str]) -> list[dg.AddDynamicPartitionsRequest]:
+    """Sensor requests registering `keys` in order, each small enough for any SQLite."""
+    return [personas_partitions.build_add_request(chunk) for chunk in key_chunks(keys)]
+
+
+def register(instance: dg.DagsterInstance, keys: Sequence[str]) -> None:
+    """Register `keys` (in order) directly, as a schedule or the demo does."""
+    for chunk in key_chunks(keys):
+        instance.add_dynamic_partitions(personas_partitions.name, chunk)
+
+
+def registered(instance: dg.DagsterInstance, keys: Sequence[str]) -> set[str]:
+    """Which of `keys` are registered: one small query per chunk, never a read of every partition."""
+    return {key for chunk in key_chunks(keys) for key in instance.get_existing_dynamic_partitions(personas_partitions.name, chunk)}

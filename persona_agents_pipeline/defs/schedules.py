@@ -8,7 +8,7 @@ from typing import Sequence
 import dagster as dg
 
 from .jobs import provision_persona_agents
-from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
+from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions, register
 from .resources import PersonaStoreResource
 from .sensors import ENSURE_RUN_CONFIG, automation_status, range_run_request, registration
 
@@ -52,7 +52,7 @@ def partition_run_requests(
     for observation in baseline:  # before the partitions exist, so no run can precede its baseline
         instance.report_runless_asset_event(observation)
     if absent:
-        instance.add_dynamic_partitions(personas_partitions.name, absent)
+        register(instance, absent)
         known = list(known) + absent
     position = {key: index for index, key in enumerate(known)}
     wanted_positions = sorted(position[key] for key in wanted)

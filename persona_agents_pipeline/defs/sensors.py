@@ -14,7 +14,7 @@ from ..reconcile import desired_hashes, drifted_hashes
 from .assets import persona_agent
 from .checks import persona_agent_checks
 from .jobs import PROVISION_JOB
-from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
+from .partitions import RUN_BATCH_SIZE, add_requests, persona_key, personas_partitions, registered
 from .resources import PersonaStoreResource, agent_template
 from .traits import traits_observations
 
@@ -46,7 +46,8 @@ def range_run_request(
         run_config=run_config or {},
         asset_selection=[] if checks_only else [persona_agent.key],
         # The checks GET every agent again, halving throughput; automated runs leave them to the
-        # `verify_agents` schedule, while a materialization launched from the UI still runs them.
+        # `verify_agents` schedule. A materialization launched from the UI selects them; they are skipped in
+        # its run (the asset has no output) and run right after it (checks_after_materialize.py).
         asset_check_keys=list(persona_agent_checks.check_keys) if checks_only else [],
         tags={
             ASSET_PARTITION_RANGE_START_TAG: keys[0],
@@ -93,10 +94,10 @@ def registration(
 ) -> tuple[list[str], list[dg.AssetObservation]]:
     """The keys among `keys` that have no partition yet, and the baseline data version of every persona in
     `keys` (the hash its traits give): with a baseline recorded before its first materialization, a later
-    trait edit marks the partition stale however it was created. One query each, not one per key."""
+    trait edit marks the partition stale however it was created. A query per 500 keys, not one per key."""
     if not keys:
         return [], []
-    existing = set(instance.get_existing_dynamic_partitions(personas_partitions.name, list(keys)))
+    existing = registered(instance, keys)
     return [key for key in keys if key not in existing], traits_observations(new_persona_hashes(persona_store, keys))
 
 
@@ -118,10 +119,8 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
     # Trait edits that change an agent's config show it stale at once, with or without auto-update.
     edited = sorted({change.persona_id for change in changes if change.change == "update"})
     drifted = drifted_hashes(agent_template(), persona_store.get_store().get_many(edited)) if edited else {}
-    gone_keys = list(context.instance.get_existing_dynamic_partitions(personas_partitions.name, deleted)) if deleted else []
-    partition_requests = []
-    if new_keys:
-        partition_requests.append(personas_partitions.build_add_request(new_keys))
+    gone_keys = sorted(registered(context.instance, deleted), key=int)
+    partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = add_requests(new_keys)
     if gone_keys:
         partition_requests.append(personas_partitions.build_delete_request(gone_keys))
     last_seq = changes[-1].seq
@@ -161,7 +160,7 @@ def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: Pers
     context.log.info("changes %d..%d: %d new persona(s) without agent in %d run(s)", changes[0].seq, last_seq, len(keys), len(run_requests))
     return dg.SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[personas_partitions.build_add_request(new_keys)] if new_keys else [],
+        dynamic_partitions_requests=add_requests(new_keys),
         asset_events=baseline,
         cursor=str(last_seq),
         skip_reason=None if run_requests else f"changes up to seq {last_seq}: no new persona without an agent",

@@ -46,7 +46,7 @@ DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_RETRY_AFTER = 60.0
 NO_KEY_MESSAGE = (
-    "No ElevenLabs API key: set ELEVENLABS_API_KEY or pass the key explicitly "
+    "No ElevenLabs API key: set ELEVENLABS_API_KEY or the credentials file, or give the client a key "
     "(the sandbox accepts 'sandbox-test-key')"
 )
 

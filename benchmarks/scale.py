@@ -1,0 +1,358 @@
+"""Section `scale`: what a Dagster run and a sensor tick cost as the registered partitions grow.
+
+For SQLite and PostgreSQL Dagster storage, and 1,000 / 10,000 / 100,000 registered partitions:
+- one run provisioning 500 new personas against an unthrottled sandbox (only our and Dagster's costs
+  count), repeated and interleaved across sizes so that load on the machine hits every size alike;
+- the partition-status GraphQL query of the UI's partitions page, through a real dagster-webserver;
+then at the largest size: a batched backfill against a 10 requests/s sandbox, and a sensor tick that
+registers 20,000 new personas, applied the way the sensor daemon applies it.
+
+Child side: `python -m benchmarks.scale MODE OUT.json` (each run in its own process, like a run worker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .common import API_KEY, PYTHON, ROOT, child_env, create_times, fresh_store, run_child, seed, throughput
+
+NEW_PER_RUN = 500
+SAMPLE = 2_000
+POSTGRES_ADMIN = os.environ.get("PERSONAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+AGENT_COLUMNS = ("elevenlabs_agent_id", "voice_id", "conversation_prompt", "voice_settings", "agent_created_at",
+                 "agent_config_hash", "agent_claim_owner", "agent_claim_expires_at", "agent_create_attempted_at")
+PARTITION_STATUS_QUERY = """
+query PartitionStatus {
+  assetNodeOrError(assetKey: {path: ["persona_agent"]}) {
+    ... on AssetNode {
+      partitionKeysByDimension { name type partitionKeys }
+      assetPartitionStatuses {
+        ... on DefaultPartitionStatuses { materializedPartitions materializingPartitions failedPartitions }
+      }
+      partitionStats { numMaterialized numPartitions numFailed numMaterializing }
+    }
+  }
+}
+"""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] scale: {message}", flush=True)
+
+
+# ---- parent side --------------------------------------------------------------------------------------
+
+
+def postgres_database(name: str) -> str | None:
+    """A fresh PostgreSQL database for one Dagster instance; None where no server answers."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN.replace("+psycopg", ""), autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # reported as the reason the PostgreSQL half was skipped
+        log(f"no PostgreSQL for Dagster storage ({type(exc).__name__}: {exc})")
+        return None
+    host = POSTGRES_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
+    return f"postgresql+psycopg2://{host}/{name}"
+
+
+def drop_postgres_database(name: str | None) -> None:
+    if name:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_home(path: Path, pg_url: str | None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    storage = f"storage:\n  postgres:\n    postgres_url: {pg_url}\n" if pg_url else ""
+    (path / "dagster.yaml").write_text(storage + "telemetry:\n  enabled: false\n")
+    return path
+
+
+def child(mode: str, out: Path, env: dict[str, str], timeout: float = 1800) -> dict[str, Any]:
+    result = run_child([PYTHON, "-m", "benchmarks.scale", mode, str(out)], env, timeout=timeout)
+    if result["returncode"] != 0 or not out.exists():
+        raise RuntimeError(f"scale child {mode} failed ({result['returncode']}):\n{result['stderr_tail']}")
+    return json.loads(out.read_text()) | {"process_wall_s": result["wall_s"], "peak_rss_mb": result["peak_rss_mb"]}
+
+
+def reset_new_personas(url: str, first_new_id: int) -> None:
+    """Forget the agents of the personas a run created, so the next repetition provisions them again."""
+    import sqlite3
+
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        db.execute(f"UPDATE personas SET {', '.join(f'{c} = NULL' for c in AGENT_COLUMNS)} WHERE id >= ?", (first_new_id,))
+
+
+def partition_status_query_ms(env: dict[str, str], repeats: int = 3) -> dict[str, Any]:
+    """The UI partitions page's status query through a real dagster-webserver: first (cold) and later calls."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(PYTHON).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/server_info", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        samples, stats = [], None
+        for _ in range(repeats):
+            started = time.perf_counter()
+            response = requests.post(f"{url}/graphql", json={"query": PARTITION_STATUS_QUERY}, timeout=600)
+            samples.append((time.perf_counter() - started) * 1000)
+            body = response.json()
+            if "errors" in body:
+                raise RuntimeError(f"GraphQL errors: {body['errors']}")
+            stats = body["data"]["assetNodeOrError"]["partitionStats"]
+        return {"first_ms": samples[0], "later_ms": statistics.median(samples[1:]), "partition_stats": stats}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def scale(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    from persona_agents_pipeline.sandbox import SandboxServer
+
+    sizes, reps = cfg["scale_sizes"], cfg["scale_repeats"]
+    out: dict[str, Any] = {"sizes": sizes, "repeats": reps, "new_per_run": NEW_PER_RUN}
+    for storage in ("sqlite", "postgresql"):
+        configs = {}
+        for size in sizes:
+            pg_url = postgres_database(f"scale_{size}_{uuid.uuid4().hex[:8]}") if storage == "postgresql" else None
+            if storage == "postgresql" and pg_url is None:
+                break
+            url = fresh_store(work / f"scale_{storage}_{size}.db")
+            seed(url, size - NEW_PER_RUN, with_agents_every=10**9)  # every one of these has an agent
+            seed(url, NEW_PER_RUN, start=size - NEW_PER_RUN)
+            home = make_home(work / f"scale_home_{storage}_{size}", pg_url)
+            env = child_env(PERSONAS_DATABASE_URL=url, DAGSTER_HOME=str(home), ELEVENLABS_API_KEY=API_KEY,
+                            ELEVENLABS_RATE_LIMIT="1000000", ELEVENLABS_MAX_CONCURRENT=str(cfg["max_concurrent"]))
+            log(f"{storage}: registering {size:,} partitions")
+            configs[size] = {"url": url, "env": env, "pg_database": pg_url and pg_url.rsplit("/", 1)[1],
+                             "register": child("register", work / f"reg_{storage}_{size}.json", env)}
+        if not configs:
+            out[storage] = {"skipped": "no PostgreSQL server answers"}
+            continue
+        runs: dict[int, list[dict]] = {size: [] for size in configs}
+        for rep in range(reps):
+            for size, c in configs.items():
+                reset_new_personas(c["url"], size - NEW_PER_RUN + 1)
+                with SandboxServer() as sandbox:
+                    log(f"{storage}: run {rep + 1}/{reps} of {NEW_PER_RUN} new personas, {size:,} partitions registered")
+                    data = child("run", work / f"run_{storage}_{size}_{rep}.json", c["env"] | {"ELEVENLABS_BASE_URL": sandbox.url})
+                    data["agents"] = len(sandbox.agents())
+                runs[size].append(data)
+        result: dict[str, Any] = {}
+        for size, c in configs.items():
+            log(f"{storage}: partition-status GraphQL at {size:,} partitions")
+            seconds = [r["seconds"] for r in runs[size]]
+            cpu = [r["cpu_s"] for r in runs[size]]
+            result[str(size)] = {
+                "register_s": c["register"]["seconds"],
+                "run_seconds": seconds,
+                "median_run_s": statistics.median(seconds),
+                "agents_per_s": NEW_PER_RUN / statistics.median(seconds),
+                # CPU time of the run's process (SQLite work included, a PostgreSQL server's not): what the
+                # run itself costs, little disturbed by other load on the machine.
+                "run_cpu_seconds": cpu,
+                "median_cpu_s": statistics.median(cpu),
+                "all_succeeded": all(r["success"] and r["materialized"] == NEW_PER_RUN == r["agents"] for r in runs[size]),
+                "graphql": partition_status_query_ms(c["env"]),
+            }
+        small, large = str(min(configs)), str(max(configs))
+        result["ratio_large_to_small"] = result[large]["agents_per_s"] / result[small]["agents_per_s"]
+        result["cpu_ratio_large_to_small"] = result[large]["median_cpu_s"] / result[small]["median_cpu_s"]
+        largest = configs[max(configs)]
+        result["backfill_10_per_s"] = limited_backfill(cfg, work, storage, largest, max(configs))
+        result["tick_20k"] = child("tick", work / f"tick_{storage}.json", largest["env"] | {"SCALE_TICK_NEW": str(cfg["scale_tick_new"])},
+                                   timeout=3600)
+        out[storage] = result
+        for c in configs.values():
+            drop_postgres_database(c["pg_database"])
+    return out
+
+
+def limited_backfill(cfg: dict[str, Any], work: Path, storage: str, c: dict[str, Any], size: int) -> dict[str, Any]:
+    """New personas at the largest size, provisioned by batched runs against a 10 requests/s sandbox."""
+    from persona_agents_pipeline.sandbox import SandboxServer
+
+    n, latency, rate, conc = cfg["scale_backfill"], cfg["latency_s"], cfg["rate_limit"], cfg["max_concurrent"]
+    seed(c["url"], n, start=10**6)  # ids continue the table's; `start` only varies names and traits
+    log(f"{storage}: backfill of {n} new personas at {size:,} partitions, sandbox {rate:g}/s")
+    with SandboxServer(latency=latency, rate_limit=rate, max_concurrent=conc) as sandbox:
+        env = c["env"] | {"ELEVENLABS_BASE_URL": sandbox.url, "ELEVENLABS_RATE_LIMIT": f"{rate:g}"}
+        data = child("backfill", work / f"backfill_{storage}.json", env, timeout=n * 3 + 600)
+        times, stats = create_times(sandbox.request_log()), sandbox.stats()
+    return {**throughput(times, data["launched"], latency, n, rate), "runs": data["runs"],
+            "registered_before": data["registered_before"], "rate_limited_429": stats["rate_limited"]}
+
+
+def target_rows(results: dict[str, Any], add) -> None:
+    """The section's rows in the report table (`add` is run.targets' row builder)."""
+    s = results.get("scale")
+    if not s:
+        return
+    for storage in ("sqlite", "postgresql"):
+        r = s.get(storage) or {}
+        if "skipped" in r or not r:
+            add(f"scale, {storage}", None, f"skipped: {r.get('skipped', 'not run')}", "", None)
+            continue
+        sizes = [str(size) for size in s["sizes"] if str(size) in r]
+        shown = " / ".join(f"{r[size]['agents_per_s']:.1f}" for size in sizes)
+        ratio = r["ratio_large_to_small"]
+        add(f"500 new personas in one run, {storage} storage, {' / '.join(f'{int(x):,}' for x in sizes)} partitions", ratio,
+            f"{shown} agents/s (median of {s['repeats']}); {int(sizes[-1]):,} vs {int(sizes[0]):,}: {ratio:.2f}x", ">= 0.85x",
+            ratio >= 0.85 and all(r[size]["all_succeeded"] for size in sizes))
+        add(f"  the same runs: CPU time of the run process, {storage}", r["cpu_ratio_large_to_small"],
+            " / ".join(f"{r[size]['median_cpu_s']:.1f}" for size in sizes)
+            + f" s; {int(sizes[-1]):,} vs {int(sizes[0]):,}: {r['cpu_ratio_large_to_small']:.2f}x", "(diagnostic)", None)
+        add(f"partitions page status query, {storage}", r[sizes[-1]]["graphql"]["later_ms"],
+            " / ".join(f"{r[size]['graphql']['first_ms']:.0f} ({r[size]['graphql']['later_ms']:.0f})" for size in sizes)
+            + " ms first (later)", "", None)
+        b = r["backfill_10_per_s"]
+        add(f"backfill at {int(sizes[-1]):,} partitions, {storage}, sandbox 10/s", b["ratio_to_rate_limit"],
+            f"{b['agents_per_s']:.2f} agents/s = {b['ratio_to_rate_limit']:.1%} of the limit ({b['seconds']:.0f} s, {b['runs']} runs)",
+            ">= 80% of rate limit", b["ratio_to_rate_limit"] >= 0.80)
+        t = r["tick_20k"]
+        add(f"sensor tick registering {t['new']:,} personas, {storage}", t["evaluate_s"],
+            f"evaluation {t['evaluate_s']:.1f} s; the daemon then: {t['new']:,} membership checks {t['membership_s']:.0f} s, "
+            f"add {t['add_s']:.1f} s, {t['observations']:,} observations {t['observations_s']:.0f} s "
+            f"(the first {t['observations_timed']:,} of each timed, the rest at that rate); {t['run_requests']} runs",
+            "evaluation < 60 s", t["evaluate_s"] < 60)
+
+
+# ---- child side ---------------------------------------------------------------------------------------
+
+
+def _register(out: str) -> None:
+    import dagster as dg
+
+    from persona_agents_pipeline.defs.partitions import register
+    from persona_agents_pipeline.store import PersonaStore
+
+    keys = [str(i) for i in range(1, PersonaStore(os.environ["PERSONAS_DATABASE_URL"]).count() + 1)]
+    started = time.monotonic()
+    with dg.DagsterInstance.get() as instance:
+        register(instance, keys)
+    Path(out).write_text(json.dumps({"partitions": len(keys), "seconds": time.monotonic() - started}))
+
+
+def _new_keys() -> list[str]:
+    from persona_agents_pipeline.store import PersonaStore
+
+    return [str(pid) for pid in PersonaStore(os.environ["PERSONAS_DATABASE_URL"]).ids_without_agents()]
+
+
+def _run(out: str) -> None:
+    """One run over the new personas, as new_personas_sensor requests it."""
+    import dagster as dg
+
+    from persona_agents_pipeline.defs.assets import persona_agent
+    from persona_agents_pipeline.defs.in_process import execute_run_request
+    from persona_agents_pipeline.defs.sensors import range_run_request
+
+    keys = _new_keys()
+    with dg.DagsterInstance.get() as instance:
+        started, cpu_started = time.monotonic(), time.process_time()
+        result = execute_run_request(instance, range_run_request(keys, run_key=None, reason="benchmark scale"))
+        seconds, cpu_s = time.monotonic() - started, time.process_time() - cpu_started
+        materialized = instance.get_materialized_partitions(persona_agent.key) & set(keys)
+    Path(out).write_text(json.dumps({"partitions": len(keys), "success": result.success, "seconds": seconds,
+                                     "cpu_s": cpu_s, "materialized": len(materialized)}))
+
+
+def _backfill(out: str) -> None:
+    """Register the new personas (as the sensor does), then run them in batches one after another."""
+    import dagster as dg
+
+    from persona_agents_pipeline.defs.in_process import execute_run_request
+    from persona_agents_pipeline.defs.partitions import register
+    from persona_agents_pipeline.defs.sensors import batches, range_run_request
+
+    keys = _new_keys()
+    with dg.DagsterInstance.get() as instance:
+        registered_before = len(instance.get_dynamic_partitions("personas"))
+        register(instance, keys)
+        launched = time.monotonic()
+        runs = [execute_run_request(instance, range_run_request(batch, run_key=None, reason="benchmark")).success
+                for batch in batches(keys)]
+    Path(out).write_text(json.dumps({"launched": launched, "runs": len(runs), "succeeded": sum(runs),
+                                     "registered_before": registered_before}))
+
+
+def _tick(out: str) -> None:
+    """new_personas_sensor seeing SCALE_TICK_NEW new personas, then its result applied as the sensor daemon
+    applies it (dagster/_daemon/sensor.py): asset events one by one, then for each add request one
+    has_dynamic_partition query per key and one add of the new ones."""
+    import dagster as dg
+
+    from persona_agents_pipeline.defs.resources import PersonaStoreResource
+    from persona_agents_pipeline.defs.sensors import new_personas_sensor
+    from persona_agents_pipeline.store import PersonaStore
+
+    store = PersonaStore(os.environ["PERSONAS_DATABASE_URL"])
+    cursor = str(store.latest_change_seq())
+    seed(os.environ["PERSONAS_DATABASE_URL"], int(os.environ["SCALE_TICK_NEW"]), start=2 * 10**6)
+    with dg.DagsterInstance.get() as instance:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"persona_store": PersonaStoreResource()})
+        started = time.monotonic()
+        result = new_personas_sensor(context)
+        evaluate_s = time.monotonic() - started
+        # Stored one by one as the daemon does; the first SAMPLE are timed, the rest estimated at their
+        # rate (all 20,000 would add many minutes to the benchmark).
+        sample = result.asset_events[:SAMPLE]
+        started = time.monotonic()
+        for event in sample:
+            instance.report_runless_asset_event(event)
+        observations_s = (time.monotonic() - started) / len(sample) * len(result.asset_events) if sample else 0.0
+        # The daemon checks each key with has_dynamic_partition: the first SAMPLE checks are timed, the rest
+        # estimated at that rate; then each request's keys are added as the daemon adds the absent ones.
+        keys = [key for request in result.dynamic_partitions_requests for key in request.partition_keys]
+        started = time.monotonic()
+        for key in keys[:SAMPLE]:
+            instance.has_dynamic_partition("personas", key)
+        membership_s = (time.monotonic() - started) / min(len(keys), SAMPLE) * len(keys) if keys else 0.0
+        started = time.monotonic()
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        add_s = time.monotonic() - started
+        Path(out).write_text(json.dumps({
+            "new": sum(len(r.partition_keys) for r in result.dynamic_partitions_requests),
+            "add_requests": len(result.dynamic_partitions_requests), "run_requests": len(result.run_requests),
+            "observations": len(result.asset_events), "observations_timed": len(sample), "evaluate_s": evaluate_s,
+            "observations_s": observations_s,
+            "membership_s": membership_s, "add_s": add_s,
+            "registered_after": len(instance.get_dynamic_partitions("personas")),
+        }))
+
+
+MODES = {"register": _register, "run": _run, "backfill": _backfill, "tick": _tick}
+
+if __name__ == "__main__":
+    MODES[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,69 @@
+"""`checks_after_materialize_sensor`: runs the checks after a materialization that asked for them.
+
+persona_agent records each partition itself and yields no output (materializations.py: a run's
+bookkeeping stays O(run) at any number of partitions), so Dagster skips checks selected in the same
+run. A Materialize or backfill launched from the UI selects the checks with the asset; once such a run
+has finished, this sensor requests the checks alone over the same partitions, so each repaired persona's
+check turns green (or stays red) right after the repair. Automated runs leave the checks out (the
+`verify_agents` schedule covers them) and are passed over. Per tick: one query for the runs finished since
+the last tick, no API call.
+"""
+
+
+from datetime import datetime, timezone
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+
+from .assets import persona_agent
+from .checks import persona_agent_checks
+from .jobs import PROVISION_JOB
+from .sensors import SENSOR_INTERVAL_SECONDS
+from .status_report import FINISHED
+
+PARTITION_TAGS = (PARTITION_NAME_TAG, ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
+RUNS_PER_TICK = 50
+
+
+def skipped_its_checks(run: dg.DagsterRun) -> bool:
+    """The run materialized persona_agent with its checks selected (None selects the asset's checks)."""
+    checks = run.asset_check_selection
+    selected = checks is None or bool(set(checks) & set(persona_agent_checks.check_keys))
+    return persona_agent.key in (run.asset_selection or set()) and selected
+
+
+def checks_request(run: dg.DagsterRun) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"checks-after:{run.run_id}",
+        asset_selection=[],
+        asset_check_keys=list(persona_agent_checks.check_keys),
+        tags={**{tag: run.tags[tag] for tag in PARTITION_TAGS if tag in run.tags},
+              "persona_agents/reason": f"checks of run {run.run_id[:8]}"},
+    )
+
+
+@dg.sensor(
+    name="checks_after_materialize_sensor",
+    job_name=PROVISION_JOB,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After a Materialize or backfill of persona_agent launched with its checks (the UI's default) "
+    "finishes, runs the checks alone on the same partitions: the asset records its partitions itself, so "
+    "checks in the same run are skipped. Automated runs (checks left out) are passed over.",
+)
+def checks_after_materialize_sensor(context: dg.SensorEvaluationContext):
+    if context.cursor is None:  # runs finished before the sensor existed are not followed up
+        return dg.SensorResult(cursor=str(datetime.now(timezone.utc).timestamp()), skip_reason="watching runs from now on")
+    # Every job: a Materialize or backfill from the UI runs in Dagster's implicit asset job, not in ours.
+    finished = context.instance.get_run_records(
+        dg.RunsFilter(statuses=FINISHED, updated_after=datetime.fromtimestamp(float(context.cursor), timezone.utc)),
+        limit=RUNS_PER_TICK, order_by="update_timestamp", ascending=True,
+    )
+    if not finished:
+        return dg.SkipReason("no run finished since the last tick")
+    requests = [checks_request(record.dagster_run) for record in finished if skipped_its_checks(record.dagster_run)]
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=str(max(record.update_timestamp.timestamp() for record in finished)),
+        skip_reason=None if requests else "the finished runs left their checks out",
+    )
