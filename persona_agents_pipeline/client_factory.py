@@ -1,0 +1,65 @@
+"""The one place an ElevenLabs client is built, with the account's shared budget: the CLI, the Python API,
+the Dagster resource and the benchmarks all call `build_client`."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from .config import BUDGET_OFF, Settings, load_api_key
+from .elevenlabs.budget import BudgetBackend, Priority, SharedBudget
+from .elevenlabs.client import ElevenLabsClient
+from .elevenlabs.rate_limit import RequestLimiter
+from .store import create_store_engine
+
+_backends: dict[str, BudgetBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def budget_backend(url: str) -> BudgetBackend:
+    """One backend (engine or Redis connection pool) per URL per process."""
+    with _backends_lock:
+        backend = _backends.get(url)
+        if backend is None:
+            if url.startswith(("redis://", "rediss://", "unix://")):
+                from .elevenlabs.budget_redis import RedisBudgetBackend
+
+                backend = RedisBudgetBackend(url)
+            else:
+                from .elevenlabs.budget_sql import SqlBudgetBackend
+
+                backend = SqlBudgetBackend(create_store_engine(url))
+            _backends[url] = backend
+        return backend
+
+
+def account_id(base_url: str, api_key: str | None) -> str:
+    """Names the account's budget without storing anything that reveals the key."""
+    return hashlib.sha256(f"{base_url.rstrip('/')}\0{api_key or ''}".encode()).hexdigest()[:32]
+
+
+def build_limiter(settings: Settings, api_key: str | None, priority: Priority) -> SharedBudget | RequestLimiter:
+    if settings.budget_url == BUDGET_OFF:
+        return RequestLimiter(settings.rate_limit, settings.max_concurrent)
+    return SharedBudget(
+        budget_backend(settings.budget_url or settings.database_url),
+        account_id(settings.base_url, api_key),
+        priority=priority,
+        concurrency_ceiling=settings.max_concurrent,
+        rate_per_second=settings.rate_limit,
+        lease_seconds=settings.budget_lease_seconds,
+        interactive_reserve=settings.interactive_reserve,
+    )
+
+
+def build_client(
+    settings: Settings,
+    *,
+    api_key: str | None = None,
+    priority: Priority = Priority.BATCH,
+    **client_options,
+) -> ElevenLabsClient:
+    """A client for `settings.base_url` whose every request draws on the account's shared budget."""
+    key = api_key if api_key is not None else load_api_key()
+    return ElevenLabsClient(key, settings.base_url, limiter=build_limiter(settings, key, priority), **client_options)
+
