@@ -182,7 +182,7 @@ class SharedBudget:
                 return None
             if state.account_limit == capped and state.source == source:
                 return None
-            return replace(state, account_limit=capped, concurrency=capped, source=source, changed_at=time.time())
+            return replace(state, account_limit=capped, concurrency=capped, source=source)
 
         self._change(propose)
 
