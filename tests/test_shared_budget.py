@@ -54,7 +54,10 @@ class Holders:
             thread.join(30)
 
 
-def test_batch_callers_never_take_the_interactive_reserve_and_interactive_ones_get_in(budget_url):
+def test_batch_callers_leave_the_reserve_to_interactive_ones_who_get_in_at_once(budget_url):
+    interactive = make_budget(budget_url, Priority.INTERACTIVE, concurrency_ceiling=4, interactive_reserve=0.25)
+    with interactive.slot():  # an application process is about: from now on the reserve is kept
+        pass
     batch = make_budget(budget_url, concurrency_ceiling=4, interactive_reserve=0.25)
     holders = Holders(batch, 6)  # more batch work than the budget allows
     holders.wait_for(3)
@@ -62,7 +65,6 @@ def test_batch_callers_never_take_the_interactive_reserve_and_interactive_ones_g
         # Batch saturates at 3 of 4: the 4th slot is the interactive reserve, however many batch callers wait.
         assert batch.backend.held_slots(ACCOUNT, time.time()) == 3
         assert holders.holding == 3
-        interactive = make_budget(budget_url, Priority.INTERACTIVE, concurrency_ceiling=4, interactive_reserve=0.25)
         got_in = threading.Event()
 
         def ask() -> None:
@@ -77,6 +79,16 @@ def test_batch_callers_never_take_the_interactive_reserve_and_interactive_ones_g
     finally:
         holders.finish()
     assert batch.backend.held_slots(ACCOUNT, time.time()) == 0
+
+
+def test_without_interactive_callers_about_a_backfill_uses_the_whole_budget(budget_url):
+    batch = make_budget(budget_url, concurrency_ceiling=4, interactive_reserve=0.25)
+    holders = Holders(batch, 6)
+    try:
+        holders.wait_for(4)
+        assert batch.backend.held_slots(ACCOUNT, time.time()) == 4
+    finally:
+        holders.finish()
 
 
 def test_two_processes_never_exceed_the_shared_concurrency(budget_url, tmp_path):

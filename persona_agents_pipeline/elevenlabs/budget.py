@@ -13,8 +13,9 @@ Two rules, both shared:
   concurrency): a ring of floor(rate) start times; a request may start only on the ring entry whose
   time is older than the window plus a margin, so no window ever sees more than floor(rate) starts.
 
-Interactive callers (`ensure_agent` while a trainee waits) come first: the lowest slots and ring
-entries are reserved for them, so a backfill can never take the whole budget.
+Interactive callers (`ensure_agent` while a trainee waits) come first: while any has been seen in the
+last INTERACTIVE_RECENT_SECONDS, the lowest slots and ring entries are reserved for them, so a backfill
+never takes the whole budget; when none has, a backfill may use all of it.
 
 Why by hand: pyrate-limiter and `limits` pace request *rates* in Redis/SQL, but neither holds leased
 in-flight slots (a counter a killed process cannot leak), shares an adaptive concurrency, or reserves
@@ -47,6 +48,7 @@ PLAN_CONCURRENCY = {"free": 2, "starter": 3, "creator": 5, "pro": 10, "scale": 1
 CUT_FACTOR = 0.75
 QUIET_SECONDS_BEFORE_GROWTH = 5.0
 STATE_REFRESH_SECONDS = 0.25
+INTERACTIVE_RECENT_SECONDS = 60.0
 
 
 class Priority(str, Enum):
@@ -61,6 +63,7 @@ class BudgetState:
     source: str  # a SOURCE_RANK key: where account_limit came from
     paused_until: float = 0.0  # epoch seconds; nothing starts before (system_busy, Retry-After)
     changed_at: float = 0.0  # last cut or growth, epoch seconds
+    interactive_seen_at: float = 0.0  # last request of an interactive caller, epoch seconds
     version: int = 0  # bumped by every change (compare-and-set)
 
 
@@ -219,15 +222,25 @@ class SharedBudget:
 
     # ---- the slot around a request ------------------------------------------------------------
 
-    def _first(self, total: int) -> int:
-        """Interactive callers may use every entry; batch callers skip the reserved lowest ones."""
-        if self.priority is Priority.INTERACTIVE:
+    def _first(self, total: int, state: BudgetState) -> int:
+        """Interactive callers may use every entry; batch callers skip the reserved lowest ones while
+        interactive callers are about."""
+        if self.priority is Priority.INTERACTIVE or time.time() - state.interactive_seen_at > INTERACTIVE_RECENT_SECONDS:
             return 0
         return reserved_for_interactive(total, self.interactive_reserve)
+
+    def _announce_interactive(self) -> None:
+        """Make batch callers keep the reserve free (one shared write per few seconds at most)."""
+        now = time.time()
+        if now - self.state().interactive_seen_at > 5.0:
+            self._change(lambda state: replace(state, interactive_seen_at=now)
+                         if now - state.interactive_seen_at > 5.0 else None)
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         holder = uuid.uuid4().hex
+        if self.priority is Priority.INTERACTIVE:
+            self._announce_interactive()
         self._enter_locally()
         try:
             slot = self._take_slot(holder)
@@ -258,7 +271,7 @@ class SharedBudget:
             if state.paused_until > now:
                 time.sleep(state.paused_until - now)
                 continue
-            slot = self.backend.take_slot(self.account, self._first(state.concurrency), state.concurrency,
+            slot = self.backend.take_slot(self.account, self._first(state.concurrency, state), state.concurrency,
                                           holder, now, now + self.lease_seconds)
             if slot is not None:
                 return slot
@@ -270,7 +283,7 @@ class SharedBudget:
         if not self._ring:
             return
         while True:
-            wait = self.backend.take_start(self.account, self._first(self._ring), self._ring, time.time(),
+            wait = self.backend.take_start(self.account, self._first(self._ring, self.state()), self._ring, time.time(),
                                            self._window)
             if wait <= 0:
                 return

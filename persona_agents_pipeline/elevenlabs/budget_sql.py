@@ -24,6 +24,7 @@ accounts = Table(
     Column("source", String(16), nullable=False),
     Column("paused_until", Float, nullable=False),
     Column("changed_at", Float, nullable=False),
+    Column("interactive_seen_at", Float, nullable=False),
     Column("version", Integer, nullable=False),
 )
 slots = Table(
