@@ -142,11 +142,10 @@ def test_a_thousand_personas_over_two_workers_the_cli_and_the_application_keep_t
         # Every live process has finished; only slots leaked by the killed worker could still be held.
         held = budget_backend(postgres_url).held_slots(account_id(sandbox.url, "sandbox-test-key"), time.time())
     store.engine.dispose()
-    assert all("Task execute_job[" in log for log in worker_logs), "runs must go to both workers"
-    assert [run for run in runs if run["status"] == "SUCCESS"], f"no run succeeded: {runs}"
-    assert not [run for run in runs if run["status"] == "FAILURE"], f"runs failed: {runs}"
-    assert len(runs) >= 4
     assert stats["peak_attempted_concurrency"] <= IN_FLIGHT, stats
     assert stats["max_requests_in_1s_window"] <= PER_SECOND, stats
     assert stats["rate_limited"] < 0.01 * stats["requests_total"], stats
+    assert all("Task execute_job[" in log for log in worker_logs), "runs must go to both workers"
+    # All runs succeed but the one killed mid-run (left STARTED, or FAILURE once its task is redelivered).
+    assert len(runs) >= 4 and sum(run["status"] != "SUCCESS" for run in runs) <= 1, runs
     assert held == 0, "the killed worker's slots must come back within one lease"
