@@ -3,8 +3,8 @@ the Dagster resource and the benchmarks all call `build_client`."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import threading
 
 from .config import BUDGET_OFF, Settings, load_api_key
 from .elevenlabs.budget import BudgetBackend, Priority, SharedBudget
@@ -12,25 +12,16 @@ from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.rate_limit import RequestLimiter
 from .store import create_store_engine
 
-_backends: dict[str, BudgetBackend] = {}
-_backends_lock = threading.Lock()
-
-
+@functools.lru_cache(maxsize=None)
 def budget_backend(url: str) -> BudgetBackend:
     """One backend (engine or Redis connection pool) per URL per process."""
-    with _backends_lock:
-        backend = _backends.get(url)
-        if backend is None:
-            if url.startswith(("redis://", "rediss://", "unix://")):
-                from .elevenlabs.budget_redis import RedisBudgetBackend
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .elevenlabs.budget_redis import RedisBudgetBackend
 
-                backend = RedisBudgetBackend(url)
-            else:
-                from .elevenlabs.budget_sql import SqlBudgetBackend
+        return RedisBudgetBackend(url)
+    from .elevenlabs.budget_sql import SqlBudgetBackend
 
-                backend = SqlBudgetBackend(create_store_engine(url))
-            _backends[url] = backend
-        return backend
+    return SqlBudgetBackend(create_store_engine(url))
 
 
 def account_id(base_url: str, api_key: str | None) -> str:
