@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from urllib.parse import urlsplit
 
-from .config import BUDGET_OFF, Settings, load_api_key
+from .config import BUDGET_OFF, ConfigurationError, Settings, load_api_key
 from .elevenlabs.budget import BudgetBackend, Priority, SharedBudget
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.rate_limit import RequestLimiter
@@ -14,14 +15,24 @@ from .store import create_store_engine
 
 @functools.lru_cache(maxsize=None)
 def budget_backend(url: str) -> BudgetBackend:
-    """One backend (engine or Redis connection pool) per URL per process."""
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from .elevenlabs.budget_redis import RedisBudgetBackend
+    """One backend (engine or Redis connection pool) per URL per process; one that does not answer is a
+    configuration error naming the setting (the URL is shown without its password)."""
+    try:
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            from .elevenlabs.budget_redis import RedisBudgetBackend
 
-        return RedisBudgetBackend(url)
-    from .elevenlabs.budget_sql import SqlBudgetBackend
+            backend = RedisBudgetBackend(url)
+            backend.client.ping()
+            return backend
+        from .elevenlabs.budget_sql import SqlBudgetBackend
 
-    return SqlBudgetBackend(create_store_engine(url))
+        return SqlBudgetBackend(create_store_engine(url))
+    except Exception as exc:  # any driver's failure to connect or parse: say which setting to fix
+        shown = urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl()
+        raise ConfigurationError(
+            f"the API budget store {shown} cannot be used ({type(exc).__name__}); check "
+            "PERSONA_AGENTS_BUDGET_URL (or PERSONAS_DATABASE_URL, where the budget lives by default)"
+        ) from None
 
 
 def account_id(base_url: str, api_key: str | None) -> str:

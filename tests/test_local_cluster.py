@@ -56,7 +56,7 @@ def test_which_arrangement_honours_the_pool(arrangement, launcher, job, limit, g
     workspace.write_text(f"load_from:\n  - python_file:\n      relative_path: {REPO / 'deploy' / 'pool_probe.py'}\n"
                          f"      working_directory: {REPO / 'deploy'}\n")
     instance = instance_yaml(run_launcher=launcher, pool_limit=limit, granularity=granularity)
-    with LocalCluster(tmp_path, services, instance, workspace, {"POOL_PROBE_LOG": str(log)}) as cluster:
+    with LocalCluster(tmp_path, services, instance, workspace, {"POOL_PROBE_LOG": str(log), "POOL_PROBE_SECONDS": "0.5"}) as cluster:
         for _ in range(2):
             launched = cluster.graphql(LAUNCH, {"job": job})["launchRun"]
             assert launched["__typename"] == "LaunchRunSuccess", launched

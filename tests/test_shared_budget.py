@@ -14,6 +14,7 @@ import pytest
 from budget_helpers import budget_url  # noqa: F401  (fixture)
 
 from persona_agents_pipeline.client_factory import budget_backend
+from persona_agents_pipeline.config import ConfigurationError
 from persona_agents_pipeline.elevenlabs.budget import Priority, SharedBudget
 
 ACCOUNT = "test-account"
@@ -96,6 +97,7 @@ def test_two_processes_never_exceed_the_shared_concurrency(budget_url, tmp_path)
     script = f"""
 import os, sys, time, threading
 from persona_agents_pipeline.client_factory import budget_backend
+from persona_agents_pipeline.config import ConfigurationError
 from persona_agents_pipeline.elevenlabs.budget import SharedBudget
 budget = SharedBudget(budget_backend({budget_url!r}), {ACCOUNT!r}, concurrency_ceiling=3, interactive_reserve=0)
 def work():
@@ -129,6 +131,7 @@ def test_a_killed_holder_gives_its_slots_back_within_one_lease(budget_url):
     script = f"""
 import sys, threading
 from persona_agents_pipeline.client_factory import budget_backend
+from persona_agents_pipeline.config import ConfigurationError
 from persona_agents_pipeline.elevenlabs.budget import SharedBudget
 budget = SharedBudget(budget_backend({budget_url!r}), {ACCOUNT!r}, concurrency_ceiling=3, interactive_reserve=0,
                       lease_seconds={lease})
@@ -185,6 +188,14 @@ def test_the_header_outranks_the_account_figure_and_the_configured_ceiling_caps_
     assert (budget.state(fresh=True).account_limit, budget.state().source) == (12, "header")
     budget.observe_limit(5, "plan")  # weaker evidence never overrides stronger
     assert budget.state(fresh=True).account_limit == 12
+
+
+@pytest.mark.parametrize("url", ["redis://user:s3cret@127.0.0.1:1/0", "postgresql://user:s3cret@127.0.0.1:1/db"])
+def test_a_budget_store_that_does_not_answer_is_a_clear_error_without_the_password(url):
+    with pytest.raises(ConfigurationError) as caught:
+        budget_backend(url)
+    assert "PERSONA_AGENTS_BUDGET_URL" in str(caught.value) and "127.0.0.1:1" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
 
 
 @pytest.mark.parametrize("bad", [0, -1])
