@@ -1,5 +1,8 @@
 """Client-side request pacing shared by every thread of one process.
 
+Only in use with PERSONA_AGENTS_BUDGET_URL=off (and by the benchmarks' reimplementation of the original
+approach): normally every process draws on the account's shared budget (budget.py).
+
 A server that counts requests in a sliding 1-second window and allows `rate`
 of them must never see `rate + 1` inside any such window. A classic token
 bucket cannot promise that: with capacity B it lets B + rate requests through
