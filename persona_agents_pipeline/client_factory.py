@@ -3,8 +3,8 @@ the Dagster resource and the benchmarks all call `build_client`."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import threading
 from urllib.parse import urlsplit
 
 from .config import BUDGET_OFF, ConfigurationError, Settings, load_api_key
@@ -13,10 +13,28 @@ from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.rate_limit import RequestLimiter
 from .store import create_store_engine
 
-@functools.lru_cache(maxsize=None)
+_backends: dict[str, BudgetBackend] = {}
+_backends_lock = threading.Lock()
+
+
 def budget_backend(url: str) -> BudgetBackend:
     """One backend (engine or Redis connection pool) per URL per process; one that does not answer is a
     configuration error naming the setting (the URL is shown without its password)."""
+    with _backends_lock:
+        if url not in _backends:
+            _backends[url] = _open_backend(url)
+        return _backends[url]
+
+
+def close_budget_backends() -> None:
+    """Release every budget connection of this process (tests open one store per test)."""
+    with _backends_lock:
+        for backend in _backends.values():
+            backend.close()
+        _backends.clear()
+
+
+def _open_backend(url: str) -> BudgetBackend:
     try:
         if url.startswith(("redis://", "rediss://", "unix://")):
             from .elevenlabs.budget_redis import RedisBudgetBackend
@@ -26,7 +44,8 @@ def budget_backend(url: str) -> BudgetBackend:
             return backend
         from .elevenlabs.budget_sql import SqlBudgetBackend
 
-        return SqlBudgetBackend(create_store_engine(url))
+        # Short transactions from at most `concurrency` threads: a few connections are plenty.
+        return SqlBudgetBackend(create_store_engine(url, pool_size=2, max_overflow=8))
     except Exception as exc:  # any driver's failure to connect or parse: say which setting to fix
         shown = urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl()
         raise ConfigurationError(

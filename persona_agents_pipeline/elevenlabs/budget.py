@@ -89,6 +89,9 @@ class BudgetBackend(Protocol):
     def held_slots(self, account: str, now: float) -> int:
         """Slots whose lease has not expired (for tests and status)."""
 
+    def close(self) -> None:
+        """Release the connections."""
+
 
 def reserved_for_interactive(total: int, fraction: float) -> int:
     """Slots (or starts) kept for interactive callers: a fraction, at least one, and never all."""

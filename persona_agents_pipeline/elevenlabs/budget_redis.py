@@ -73,6 +73,9 @@ class RedisBudgetBackend:
         self._held = self.client.register_script(_HELD)
         self._create = self.client.register_script(_CREATE)
 
+    def close(self) -> None:
+        self.client.close()
+
     @staticmethod
     def _key(account: str, part: str) -> str:
         return f"persona-agents:budget:{account}:{part}"

@@ -51,6 +51,9 @@ class SqlBudgetBackend:
             # Two processes creating the tables at once on PostgreSQL: one wins, the other finds them.
             _metadata.create_all(engine, checkfirst=True)
 
+    def close(self) -> None:
+        self.engine.dispose()
+
     def state(self, account: str) -> BudgetState | None:
         with self.engine.connect() as connection:
             row = connection.execute(select(accounts).where(accounts.c.account == account)).mappings().first()
