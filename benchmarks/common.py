@@ -98,20 +98,21 @@ def seed(url: str, count: int, start: int = 0, *, with_agents_every: int = 0) ->
 
 def agent_accounting(url: str, sandbox_agents: Sequence[dict[str, Any]], expected: int) -> dict[str, Any]:
     """Exactly one agent per persona: in the store and on the (sandbox) API, matched by identity tag."""
-    from persona_agents_pipeline.voice_policy import identity_tag
+    from persona_agents_pipeline.voice_policy import identity_tag, parse_identity_tag
 
     path = url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT id, elevenlabs_agent_id FROM personas").fetchall()
+        [(installation_id,)] = db.execute("SELECT installation_id FROM persona_agents_installation").fetchall()
     per_persona: Counter[str] = Counter()
     for agent in sandbox_agents:
         for tag in agent.get("tags") or []:
-            if tag.startswith("persona-agents:persona:"):
+            if parse_identity_tag(tag):
                 per_persona[tag] += 1
     remote_ids = {agent["agent_id"] for agent in sandbox_agents}
     recorded = [agent_id for _pid, agent_id in rows if agent_id]
-    missing_remote = [pid for pid, _a in rows if per_persona[identity_tag(pid)] == 0]
-    duplicated = [pid for pid, _a in rows if per_persona[identity_tag(pid)] > 1]
+    missing_remote = [pid for pid, _a in rows if per_persona[identity_tag(installation_id, pid)] == 0]
+    duplicated = [pid for pid, _a in rows if per_persona[identity_tag(installation_id, pid)] > 1]
     return {
         "personas": len(rows),
         "recorded_agents": len(recorded),

@@ -17,11 +17,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .config import ConfigurationError, Settings, load_api_key
 from .demo_data import demo_personas
+from .display import csv_cell, markup_safe, plain
 from .elevenlabs.errors import ElevenLabsError, MalformedResponseError
 from .models import Persona, utcnow
 from .provisioning import Outcome, ProvisioningService, ProvisionResult
 from .reconcile import Action, Plan, apply_plan, build_plan
-from .store import PersonaNotFoundError, PersonaStore
+from .store import PersonaNotFoundError, PersonaStore, SchemaError
 from .voice_policy import TRAIT_FIELDS, InvalidPersonaError, choose_voice
 
 console = Console(stderr=True)
@@ -32,7 +33,7 @@ class CommandError(click.ClickException):
     """A clear, expected failure: printed without a traceback, exit code 1."""
 
     def show(self, file=None) -> None:
-        console.print(f"[bold red]Error:[/] {self.format_message()}")
+        console.print(f"[bold red]Error:[/] {markup_safe(self.format_message())}")
 
 
 def friendly_errors(command: Callable) -> Callable:
@@ -45,10 +46,12 @@ def friendly_errors(command: Callable) -> Callable:
                 f"unexpected response from the ElevenLabs API at {_settings().base_url} ({exc}); "
                 "check ELEVENLABS_BASE_URL"
             ) from None
-        except (ConfigurationError, ElevenLabsError, InvalidPersonaError, PersonaNotFoundError) as exc:
+        except (ConfigurationError, ElevenLabsError, InvalidPersonaError, PersonaNotFoundError, SchemaError) as exc:
             raise CommandError(str(exc)) from None
-        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError) as exc:
-            raise CommandError(f"cannot use the database (check PERSONAS_DATABASE_URL): {exc.args[0]}") from None
+        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.DatabaseError) as exc:
+            # The driver's own message (e.g. "file is not a database"), without the SQL statement.
+            reason = getattr(exc, "orig", None) or exc.args[0]
+            raise CommandError(f"cannot use the database (check PERSONAS_DATABASE_URL): {reason}") from None
 
     return wrapper
 
@@ -115,21 +118,52 @@ def personas_add(name, temper_level, chattiness, emotional_attachment, descripti
     out.print(f"Added persona {persona_id}.")
 
 
-@personas.command("import")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@friendly_errors
-def personas_import(csv_file: Path) -> None:
-    """Import personas from a CSV with columns name, temper_level, chattiness, emotional_attachment[, description].
+CSV_REQUIRED = ("name", *TRAIT_FIELDS)
+CSV_COLUMNS = (*CSV_REQUIRED, "description")
 
-    Every row is validated first; one bad row imports nothing.
-    """
+
+def _read_csv(csv_file: Path):
+    """The CSV as text cells (so `NA`, `None` and `null` stay names), or a clear error for what is no CSV."""
+    import io
+
     import pandas as pd
 
-    frame = pd.read_csv(csv_file, dtype={"name": "string", "description": "string"}, keep_default_na=True)
-    required = {"name", "temper_level", "chattiness", "emotional_attachment"}
-    missing = required - set(frame.columns)
+    raw = csv_file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CommandError(f"{csv_file} is not UTF-8 text (binary, Latin-1 or UTF-16?); save it as UTF-8 CSV") from None
+    if "\x00" in text:
+        raise CommandError(f"{csv_file} contains NUL bytes; it is not a CSV text file")
+    if not text.strip():
+        raise CommandError(f"{csv_file} is empty; expected a header line {','.join(CSV_COLUMNS)}")
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise CommandError(f"{csv_file} is not a readable CSV: {exc}") from None
+
+
+@personas.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True, help="Refuse a file with columns other than the known ones.")
+@friendly_errors
+def personas_import(csv_file: Path, strict: bool) -> None:
+    """Import personas from a CSV with columns name, temper_level, chattiness, emotional_attachment[, description].
+
+    Every row is validated first; one bad row imports nothing. Unknown columns are ignored with a
+    warning (refused with --strict), so a misspelt `descripton` does not go unnoticed.
+    """
+    frame = _read_csv(csv_file)
+    missing = set(CSV_REQUIRED) - set(frame.columns)
     if missing:
         raise CommandError(f"{csv_file} lacks column(s) {', '.join(sorted(missing))}")
+    unknown = [str(column) for column in frame.columns if column not in CSV_COLUMNS]
+    if unknown:
+        message = f"{csv_file} has unknown column(s) {', '.join(unknown)}; known: {', '.join(CSV_COLUMNS)}"
+        if strict:
+            raise CommandError(message + "; nothing was imported")
+        console.print(f"[yellow]Warning:[/] {markup_safe(message)}; they are ignored")
+        frame = frame[[column for column in frame.columns if column in CSV_COLUMNS]]
     rows = [
         {key: _csv_value(value, numeric=key in TRAIT_FIELDS) for key, value in record.items()}
         for record in frame.to_dict("records")
@@ -138,14 +172,12 @@ def personas_import(csv_file: Path) -> None:
         ids = _store(_settings()).add_personas(rows)
     except InvalidPersonaError as exc:
         raise CommandError(f"{csv_file}: {exc}; nothing was imported") from None
-    out.print(f"Imported {len(ids)} personas from {csv_file}.")
+    out.print(f"Imported {len(ids)} personas from {markup_safe(csv_file)}.")
 
 
 def _csv_value(value, *, numeric: bool):
     """Empty cells become None; numeric text in trait columns becomes a number; the rest is left to validation."""
-    import pandas as pd
-
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
+    if value is None or not value.strip():
         return None
     if numeric and isinstance(value, str):
         try:
@@ -218,11 +250,11 @@ def create_missing_agents(yes: bool, concurrency: int | None) -> None:
 
     out.print(f"{len(valid)} persona(s) without an agent:")
     for persona in valid[:20]:
-        out.print(f"  {persona.id:>8}  {persona.name}")
+        out.print(f"  {persona.id:>8}  {markup_safe(persona.name)}")
     if len(valid) > 20:
         out.print(f"  ... and {len(valid) - 20} more")
     for result in invalid:
-        out.print(f"  [yellow]skipping invalid[/] {result.error}")
+        out.print(f"  [yellow]skipping invalid[/] {markup_safe(result.error)}")
 
     results: list[ProvisionResult] = list(invalid)
     if valid:
@@ -248,7 +280,7 @@ def _print_summary(results: list[ProvisionResult]) -> None:
     )
     for result in results:
         if not result.ok:
-            out.print(f"  [red]{result.outcome.value}[/] persona {result.persona_id}: {result.error}")
+            out.print(f"  [red]{result.outcome.value}[/] persona {result.persona_id}: {markup_safe(result.error)}")
 
 
 def _status_rows(store: PersonaStore) -> Iterator[dict]:
@@ -283,7 +315,7 @@ def list_agent_status(fmt: str) -> None:
             if writer is None:
                 writer = csv.DictWriter(stream, fieldnames=list(row))
                 writer.writeheader()
-            writer.writerow(row)
+            writer.writerow({key: csv_cell(value) for key, value in row.items()})
         return
     if fmt == "json":
         stream.write("[")
@@ -295,10 +327,10 @@ def list_agent_status(fmt: str) -> None:
     stream.write(header + "\n")
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-        name = (row["name"] or "")[:28]
+        name = plain(row["name"])[:28]
         stream.write(
             f"{row['id']:>8}  {name:<28}  {row['status']:<11}  {row['voice']:<6}  {row['agent_id']:<34}  "
-            f"{row['agent_created_at']}{'  ' + row['problem'] if row['problem'] else ''}\n"
+            f"{row['agent_created_at']}{'  ' + plain(row['problem']) if row['problem'] else ''}\n"
         )
     total = sum(counts.values())
     stream.write(f"{total} personas: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + "\n")
@@ -312,8 +344,10 @@ def recreate_agent(persona_id: int) -> None:
     service = _service(_settings())
     old = service.store.require(persona_id).elevenlabs_agent_id
     result = service.recreate_agent(persona_id)
-    replaced = f" (replaced {old}, now deleted)" if old else ""
+    replaced = f" (replaced {old}, now deleted)" if old and not result.error else ""
     out.print(f"Persona {persona_id}: agent {result.agent_id}, voice {result.voice_name}{replaced}.")
+    if result.error:
+        out.print(f"[yellow]Warning:[/] {markup_safe(result.error)}")
 
 
 @main.command("test-connection")
@@ -333,9 +367,9 @@ def test_connection() -> None:
     for name, voice_id in report.voices_missing.items():
         out.print(f"  voice {name:<10} {voice_id}  [red]missing[/]")
     for warning in report.warnings:
-        out.print(f"[yellow]Warning:[/] {warning.problem}\n  [bold]What to do:[/] {warning.what_to_do}")
+        out.print(f"[yellow]Warning:[/] {markup_safe(warning.problem)}\n  [bold]What to do:[/] {warning.what_to_do}")
     for problem in report.problems:
-        out.print(f"[red]Problem:[/] {problem.problem}\n  [bold]What to do:[/] {problem.what_to_do}")
+        out.print(f"[red]Problem:[/] {markup_safe(problem.problem)}\n  [bold]What to do:[/] {problem.what_to_do}")
     if not report.ok:
         sys.exit(1)
     out.print("[green]Connection OK.[/]")
@@ -352,6 +386,9 @@ def test_connection() -> None:
 @click.option("--retry-after/--no-retry-after", default=True, show_default=True, help="Send Retry-After on 429.")
 @click.option("--error-rate", type=float, default=0.0, show_default=True, help="Fraction of requests answered 5xx.")
 @click.option("--drop-after-create-rate", type=float, default=0.0, show_default=True, help="Fraction of creates whose response is dropped after the agent exists.")
+@click.option("--drop-delete-response-rate", type=float, default=0.0, show_default=True, help="Fraction of DELETEs carried out but never answered.")
+@click.option("--search-fault", type=click.Choice(["non_json", "400", "401", "429", "timeout"]), default=None, help="How adoption searches (agent lists with `search`) fail.")
+@click.option("--search-fault-rate", type=float, default=1.0, show_default=True, help="Fraction of searches that fail so.")
 @click.option("--seed", type=int, default=None)
 def sandbox(**options) -> None:
     """Run the local ElevenLabs sandbox (agents and voices API) until interrupted."""
@@ -391,7 +428,7 @@ def _print_plan(plan: Plan) -> None:
             out.print(f"\n{action.value} ({len(changes)}):")
         for change in changes:
             # markup=False: reasons quote persona data, which may contain rich markup brackets.
-            line = f"  persona {change.persona_id:>8}  {change.agent_id or '-':<34}  {change.reason}"
+            line = f"  persona {change.persona_id:>8}  {change.agent_id or '-':<34}  {plain(change.reason)}"
             out.print(line, markup=False, soft_wrap=True)
 
 
@@ -432,7 +469,7 @@ def apply_command(yes: bool) -> None:
     for result in results:
         if result.change.action is Action.DELETE or not result.ok:
             status = "ok" if result.ok else "failed"
-            line = f"  {status} {result.change.action.value} persona {result.change.persona_id}: {result.detail}"
+            line = f"  {status} {result.change.action.value} persona {result.change.persona_id}: {plain(result.detail)}"
             out.print(line, markup=False, soft_wrap=True)
     if failed:
         sys.exit(1)
@@ -459,7 +496,7 @@ def history_command(persona_id: int, fmt: str) -> None:
         out.print(f"No agent changes recorded for persona {persona_id}.")
     else:
         for row in rows:
-            line = f"{row['at']}  {row['action']:<9}  {row['agent_id'] or '-':<34}  {row['reason'] or ''}"
+            line = f"{row['at']}  {row['action']:<9}  {row['agent_id'] or '-':<34}  {plain(row['reason'])}"
             out.print(line, markup=False, soft_wrap=True)
 
 

@@ -8,6 +8,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from .voice_policy import DEFAULT_TTS_MODEL, DEFAULT_VOICE_CATALOGUE, VOICE_PROFILES, AgentTemplate
 
@@ -35,9 +36,26 @@ def credentials_path(env: Mapping[str, str] = os.environ) -> Path:
     return Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "persona-agents" / "credentials"
 
 
-def _key_from_credentials_file(path: Path) -> str | None:
-    if not path.exists():
+def clean_api_key(raw: str | None, source: str = "the ElevenLabs API key") -> str | None:
+    """The key without surrounding whitespace (`echo key > file` and mounted secrets end in a newline);
+    None when empty. A key with anything but printable ASCII inside is refused before any request is
+    made with it, and the message never quotes it."""
+    if raw is None:
         return None
+    key = raw.strip()
+    for position, character in enumerate(key, start=1):
+        if not ("!" <= character <= "~"):
+            kind = "whitespace" if character.isspace() else "a control or non-ASCII character"
+            raise ConfigurationError(
+                f"{source} contains {kind} at position {position}; API keys are printable ASCII without spaces. "
+                "Copy the key again from the ElevenLabs dashboard"
+            )
+    return key or None
+
+
+def _credentials_lines(path: Path) -> list[str]:
+    if path.is_dir():
+        raise ConfigurationError(f"credentials file {path} is a directory; point PERSONA_AGENTS_CREDENTIALS_FILE at a file")
     mode = path.stat().st_mode
     # Like ssh with private keys: a secret that others can read is refused, not silently used.
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -45,21 +63,63 @@ def _key_from_credentials_file(path: Path) -> str | None:
             f"credentials file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
             f"run `chmod 600 {path}` and try again"
         )
-    for line in path.read_text().splitlines():
+    try:
+        # utf-8-sig: editors on Windows start the file with a byte order mark.
+        return path.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"credentials file {path} is not a text file (expected ELEVENLABS_API_KEY=...)") from None
+
+
+def _key_from_credentials_file(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    source = f"the key in {path}"
+    for line in _credentials_lines(path):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        line = line.removeprefix("export ").strip()  # a file written to be `source`d by a shell
         key, sep, value = line.partition("=")
         if not sep:
-            return line
+            return clean_api_key(line, source)
         if key.strip() == "ELEVENLABS_API_KEY":
-            return value.strip().strip("'\"") or None
+            return clean_api_key(value.strip().strip("'\""), source)
     return None
 
 
 def load_api_key(env: Mapping[str, str] = os.environ) -> str | None:
     """The key from ELEVENLABS_API_KEY, else from the credentials file; None when neither has one."""
-    return env.get("ELEVENLABS_API_KEY") or _key_from_credentials_file(credentials_path(env))
+    from_env = clean_api_key(env.get("ELEVENLABS_API_KEY"), "ELEVENLABS_API_KEY")
+    return from_env or _key_from_credentials_file(credentials_path(env))
+
+
+def validate_base_url(url: str, source: str = "ELEVENLABS_BASE_URL") -> str:
+    """The API base URL without a trailing slash. Anything but an http(s) URL with a host is refused up
+    front, instead of failing later as a lost connection; so is a user name or password in it, which
+    would be shown wherever the URL is."""
+    try:
+        parts = urlsplit(url.strip())
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        usable = False
+    if not usable:
+        raise ConfigurationError(
+            f"{source} must be an http:// or https:// URL with a host, e.g. {DEFAULT_BASE_URL}; got {redact_url(url)!r}"
+        )
+    if parts.username or parts.password:
+        raise ConfigurationError(
+            f"{source} must not contain a user name or password ({redact_url(url)}); the API key authenticates"
+        )
+    return url.strip().rstrip("/")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any user:password hidden, safe to print."""
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
 
 
 def _voice_catalogue(env: Mapping[str, str]) -> dict[str, str]:
@@ -167,7 +227,7 @@ class Settings:
         )
         return cls(
             database_url=env.get("PERSONAS_DATABASE_URL") or default_database_url(env),
-            base_url=(env.get("ELEVENLABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+            base_url=validate_base_url(env.get("ELEVENLABS_BASE_URL") or DEFAULT_BASE_URL),
             environment=environment,
             auto_create=auto_create,
             voice_catalogue=_voice_catalogue(env),

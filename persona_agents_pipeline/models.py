@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import json
+import logging
+
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .voice_policy import InvalidPersonaError, PersonaSpec, validate_persona
@@ -15,8 +19,36 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+log = logging.getLogger(__name__)
+
+
 class Base(DeclarativeBase):
     pass
+
+
+class LegacyTolerantJSON(TypeDecorator):
+    """JSON that reads legacy rows holding something else (e.g. Rails YAML in SQLite) as
+    {"unreadable": <the text>} instead of failing every query that loads the row."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        # SQLite keeps JSON as text, so decode it here where a bad value can be caught; PostgreSQL's
+        # json type cannot hold anything but JSON.
+        return dialect.type_descriptor(Text() if dialect.name == "sqlite" else JSON())
+
+    def process_bind_param(self, value, dialect):
+        return json.dumps(value) if dialect.name == "sqlite" and value is not None else value
+
+    def process_result_value(self, value, dialect):
+        if dialect.name != "sqlite" or value is None:
+            return value
+        try:
+            return json.loads(value)
+        except ValueError:
+            log.warning("a stored voice_settings value is not JSON; shown as unreadable and rewritten by the next update")
+            return {"unreadable": value[:200]}
 
 
 class Persona(Base):
@@ -37,7 +69,7 @@ class Persona(Base):
     elevenlabs_agent_id: Mapped[str | None] = mapped_column(String(64))
     voice_id: Mapped[str | None] = mapped_column(String(64))
     conversation_prompt: Mapped[str | None] = mapped_column(Text)
-    voice_settings: Mapped[dict | None] = mapped_column(JSON)
+    voice_settings: Mapped[dict | None] = mapped_column(LegacyTolerantJSON)
     agent_created_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     # Bookkeeping for exactly-one-agent: the config hash the agent was built from (drift detection),
@@ -87,7 +119,7 @@ AGENT_STATUSES = ("active", "missing", "in_progress", "interrupted", "invalid")
 class PersonaChange(Base):
     """Filled by database triggers on insert, delete and trait edits, so sensors read only what changed."""
 
-    __tablename__ = "persona_changes"
+    __tablename__ = "persona_agents_changes"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     persona_id: Mapped[int] = mapped_column(Integer)
@@ -98,7 +130,7 @@ class PersonaChange(Base):
 class AgentEvent(Base):
     """History of every change to a persona's agent: created, adopted, updated, replaced, deleted."""
 
-    __tablename__ = "agent_events"
+    __tablename__ = "persona_agents_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     persona_id: Mapped[int] = mapped_column(Integer, index=True)

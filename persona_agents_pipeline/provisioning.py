@@ -3,10 +3,15 @@
 Exactly one agent per persona rests on three things: a claim in the database before any API call, a
 marker written before a create is sent, and adoption: after an ambiguous failure (or a crash after the
 marker) we look for the agent by its persona identity and record it instead of creating another.
+
+The marker's rule: once a create may have been sent, the persona stays "a create may exist" until a
+successful search has settled it. A failing search (throttled, rejected, garbled, timed out) settles
+nothing, so it leaves the marker set and no create follows it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -41,7 +46,7 @@ from .voice_policy import (
     choose_voice,
     config_hash,
     identity_marker,
-    identity_tag,
+    identity_of,
     voice_settings,
 )
 
@@ -68,6 +73,7 @@ class ProvisionResult:
     voice_name: str | None = None
     voice_id: str | None = None
     voice_settings: dict[str, Any] | None = None
+    # Why it failed; on a successful result, what was left undone (an old or duplicate agent not deleted).
     error: str | None = None
 
     @property
@@ -95,6 +101,14 @@ class AgentCheck:
 
 class ClaimTimeoutError(RuntimeError):
     pass
+
+
+@dataclass
+class _CreateMarker:
+    """Mirrors the persona's create marker during one provisioning: True while a create may have made an
+    agent that nobody recorded. The claim is released with this value."""
+
+    may_exist: bool
 
 
 class AgentGoneError(RuntimeError):
@@ -172,11 +186,13 @@ class ProvisioningService:
         claim_wait: timedelta | None = None,
         max_create_attempts: int = 6,
         replace_lost_agents: bool = False,
+        installation_id: str | None = None,
     ):
         self.store = store
         self.client = client
         self.voice_catalogue = dict(voice_catalogue)
-        self.template = AgentTemplate(self.voice_catalogue, tts_model)
+        self.tts_model = tts_model
+        self._installation_id = installation_id
         self.owner = owner or _default_owner()
         self.claim_lease = claim_lease
         # Long enough for a crashed caller's claim to expire and be taken over.
@@ -209,6 +225,21 @@ class ProvisioningService:
         )
 
     # ---- desired state --------------------------------------------------------------------------
+
+    @property
+    def installation_id(self) -> str:
+        """The id naming this database's agents in their identity tags (read once, when first needed)."""
+        if self._installation_id is None:
+            self._installation_id = self.store.installation_id()
+        return self._installation_id
+
+    @functools.cached_property
+    def template(self) -> AgentTemplate:
+        return AgentTemplate(self.voice_catalogue, self.tts_model, self.installation_id)
+
+    def owns(self, agent: dict[str, Any], persona_id: int) -> bool:
+        """Whether the agent carries this installation's identity tag for the persona."""
+        return identity_of(agent, self.installation_id) == persona_id
 
     def payload_for(self, spec: PersonaSpec) -> dict[str, Any]:
         return self.template.payload(spec)
@@ -405,27 +436,15 @@ class ProvisioningService:
         old_agent = before.elevenlabs_agent_id if force else None
 
         payload = self.payload_for(spec)
-        create_sent = before.agent_create_attempted_at is not None
+        marker = _CreateMarker(may_exist=before.agent_create_attempted_at is not None)
         try:
-            agent_id, created_at, outcome = None, None, Outcome.CREATED
-            if create_sent or adopt_existing:
-                # An earlier caller crashed (or lost a response) after it may have created an agent.
-                found = self._find_existing(persona_id, exclude=old_agent)
-                if found:
-                    agent_id, created_at, outcome = found["agent_id"], _unix_to_datetime(found.get("created_at_unix_secs")), Outcome.ADOPTED
-                    if adopt_existing:
-                        # Unlike the agent of our own lost create, it may have been built from older traits.
-                        self.client.update_agent(agent_id, payload)
-            if agent_id is None:
-                create_sent = True
-                agent_id, outcome = self._create(spec, payload, exclude=old_agent)
-                created_at = utcnow()
-        except ElevenLabsError as exc:
-            self.store.release_claim(persona_id, self.owner, create_may_have_happened=create_sent and exc.ambiguous)
-            raise
+            found, duplicates = self._adopt_or_create(spec, payload, marker, exclude=old_agent, search_first=adopt_existing)
         except BaseException:
-            self.store.release_claim(persona_id, self.owner, create_may_have_happened=create_sent)
+            self.store.release_claim(persona_id, self.owner, create_may_have_happened=marker.may_exist)
             raise
+        agent_id = found["agent_id"]
+        outcome = Outcome.ADOPTED if found.get("adopted") else Outcome.CREATED
+        created_at = _unix_to_datetime(found.get("created_at_unix_secs")) or utcnow()
 
         if force and outcome is Outcome.CREATED:
             outcome = Outcome.RECREATED
@@ -437,13 +456,52 @@ class ProvisioningService:
             reason = "agent found by persona identity"
         else:
             reason = f"replaces agent {replaces}, gone from ElevenLabs" if replaces else "persona had no agent"
-        saved = self._record(spec, payload, agent_id, outcome, reason, created_at=created_at or utcnow())
-        if not saved:
+        if not self._record(spec, payload, agent_id, outcome, reason, created_at=created_at):
             return self._lost_claim(spec, agent_id)
+        problems = [self._delete_quietly(persona_id, extra, f"duplicate: persona {persona_id} keeps agent {agent_id}")
+                    for extra in duplicates]
         if old_agent and old_agent != agent_id:
-            self.delete_remote_agent(persona_id, old_agent, reason=f"replaced by {agent_id}")
+            problems.append(self._delete_quietly(persona_id, old_agent, f"replaced by {agent_id}"))
         log.info("persona %s: %s agent %s", persona_id, outcome.value, agent_id)
-        return self._result(spec, outcome, agent_id)
+        result = self._result(spec, outcome, agent_id)
+        problems = [problem for problem in problems if problem]
+        return dataclasses.replace(result, error="; ".join(problems)) if problems else result
+
+    def _adopt_or_create(
+        self, spec: PersonaSpec, payload: dict[str, Any], marker: "_CreateMarker", *, exclude: str | None, search_first: bool
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The agent to record (adopted ones flagged `adopted`) and the duplicates of it to delete afterwards.
+
+        Never creates while a create may exist unsettled: a search must succeed first. Its errors
+        propagate with the marker untouched; a create's unambiguous failure proves it made nothing.
+        """
+        last_error: ElevenLabsError | None = None
+        for attempt in range(self.max_create_attempts):
+            if marker.may_exist or search_first:
+                matches = self._find_existing(spec.persona_id, exclude=exclude)
+                if matches:
+                    marker.may_exist = True  # an agent exists until it is recorded
+                    [keep, *duplicates] = matches
+                    if search_first:
+                        # Unlike the agent of our own lost create, it may have been built from older traits.
+                        self.client.update_agent(keep["agent_id"], payload)
+                    return keep | {"adopted": True}, [agent["agent_id"] for agent in duplicates]
+                marker.may_exist = search_first = False
+            if last_error is not None:  # back off before creating again, not before the search above
+                wait = last_error.retry_after if isinstance(last_error, RateLimitedError) else None
+                time.sleep(wait or random.uniform(0, min(30.0, 0.5 * 2 ** (attempt - 1))))
+            marker.may_exist = True  # from here on the create may reach the server
+            try:
+                return {"agent_id": self.client.create_agent(payload)}, []
+            except ElevenLabsError as exc:
+                if not exc.ambiguous:
+                    marker.may_exist = False  # nothing was created, and earlier creates were settled above
+                    if not isinstance(exc, RateLimitedError):
+                        raise
+                last_error = exc
+                log.warning("persona %s: create attempt %d failed (%s)", spec.persona_id, attempt + 1, exc)
+        assert last_error is not None
+        raise last_error
 
     def _record(
         self, spec: PersonaSpec, payload: dict[str, Any], agent_id: str, outcome: Outcome, reason: str, **extra: Any
@@ -463,8 +521,12 @@ class ProvisioningService:
         )
 
     def _lost_claim(self, spec: PersonaSpec, agent_id: str) -> ProvisionResult:
-        """Our lease ran out and another caller took over; keep theirs, remove ours so nothing is orphaned."""
-        current = self.store.require(spec.persona_id)
+        """Our lease ran out and another caller took over, or the persona was deleted meanwhile; keep what
+        the persona records, remove ours so nothing is orphaned."""
+        current = self.store.get(spec.persona_id)
+        if current is None:
+            self.delete_remote_agent(spec.persona_id, agent_id, reason="persona deleted while its agent was made")
+            raise PersonaNotFoundError(spec.persona_id)
         if current.elevenlabs_agent_id == agent_id:
             return self._result(spec, Outcome.PRESENT, agent_id)  # the caller that took over adopted ours
         if current.elevenlabs_agent_id:
@@ -472,50 +534,42 @@ class ProvisioningService:
             return self._result(spec, Outcome.PRESENT, current.elevenlabs_agent_id)
         raise ClaimTimeoutError(f"persona {spec.persona_id}: claim lost before agent {agent_id} could be saved")
 
-    def _create(self, spec: PersonaSpec, payload: dict[str, Any], *, exclude: str | None) -> tuple[str, Outcome]:
-        """Create the agent; after an ambiguous failure adopt what the server made instead of creating again."""
-        last_error: ElevenLabsError | None = None
-        for attempt in range(self.max_create_attempts):
-            try:
-                return self.client.create_agent(payload), Outcome.CREATED
-            except ElevenLabsError as exc:
-                if not (exc.ambiguous or isinstance(exc, RateLimitedError)):
-                    raise
-                last_error = exc
-                log.warning("persona %s: create attempt %d failed (%s)", spec.persona_id, attempt + 1, exc)
-                if exc.ambiguous:
-                    found = self._find_existing(spec.persona_id, exclude=exclude)
-                    if found:
-                        return found["agent_id"], Outcome.ADOPTED
-                wait = exc.retry_after if isinstance(exc, RateLimitedError) and exc.retry_after else None
-                time.sleep(wait or random.uniform(0, min(30.0, 0.5 * 2**attempt)))
-        assert last_error is not None
-        raise last_error
+    def _find_existing(self, persona_id: int, *, exclude: str | None) -> list[dict[str, Any]]:
+        """This installation's agents carrying the persona's identity (other than `exclude`), oldest first.
 
-    def _find_existing(self, persona_id: int, *, exclude: str | None) -> dict[str, Any] | None:
-        """The oldest remote agent carrying this persona's identity (other than `exclude`), if any."""
-        tag = identity_tag(persona_id)
+        Raises whatever the search raises: an unanswered search proves nothing either way.
+        """
         matches = [
             agent
             for agent in self.client.list_agents(search=identity_marker(persona_id))
-            if tag in (agent.get("tags") or []) and agent.get("agent_id") != exclude
+            if self.owns(agent, persona_id) and agent.get("agent_id") != exclude
         ]
-        if not matches:
-            return None
-        matches = oldest_first(matches)
         if len(matches) > 1:
-            log.warning(
-                "persona %s: %d agents carry its identity; adopting %s, `persona-agents plan` lists the rest",
-                persona_id,
-                len(matches),
-                matches[0]["agent_id"],
-            )
-        return matches[0]
+            log.warning("persona %s: %d agents carry its identity; keeping the oldest", persona_id, len(matches))
+        return oldest_first(matches)
 
     def delete_remote_agent(self, persona_id: int, agent_id: str, *, reason: str) -> None:
-        """Delete the agent (already gone counts as deleted) and record it in the persona's history."""
+        """Delete the agent and record it in the persona's history; one already gone is left unrecorded
+        (whoever removed it recorded it, e.g. an adoption that deleted a planned duplicate).
+
+        A DELETE whose answer was lost is settled by looking the agent up: gone means deleted.
+        """
         try:
             self.client.delete_agent(agent_id)
         except NotFoundError:
-            pass
+            return
+        except ElevenLabsError as exc:
+            if not exc.ambiguous or self._exists_remotely(agent_id):
+                raise
+            log.info("persona %s: DELETE of %s went unanswered; the agent is gone", persona_id, agent_id)
         self.store.record_event(persona_id, agent_id, "deleted", reason)
+
+    def _delete_quietly(self, persona_id: int, agent_id: str, reason: str) -> str | None:
+        """Delete an agent the persona no longer needs; a failure is reported, not raised (the agent is
+        saved already, and `persona-agents plan` lists what is left)."""
+        try:
+            self.delete_remote_agent(persona_id, agent_id, reason=reason)
+        except ElevenLabsError as exc:
+            log.warning("persona %s: could not delete agent %s (%s): %s", persona_id, agent_id, reason, exc)
+            return f"agent {agent_id} ({reason}) could not be deleted: {exc}"
+        return None

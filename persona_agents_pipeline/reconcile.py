@@ -2,8 +2,9 @@
 
 The plan costs one paginated list of the remote agents plus one streamed pass over the store; it never
 GETs agents one by one. Drift is decided by the config hash recorded with each agent: a persona whose
-current traits produce another hash needs an update. Only agents carrying PROJECT_TAG are considered,
-so agents made by anyone else are never touched.
+current traits produce another hash needs an update. Only agents carrying this installation's identity
+tag are considered, so agents made by anyone else, or by another installation sharing the account, are
+never touched; nor are agents tagged before installations existed (they may belong to any of them).
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from typing import Any, Callable, Iterable
 from .elevenlabs.errors import ElevenLabsError
 from .models import Persona
 from .provisioning import ProvisioningService, ProvisionResult, oldest_first
-from .voice_policy import PROJECT_TAG, AgentTemplate, InvalidPersonaError, config_hash, identity_tag, voice_settings
-
-IDENTITY_PREFIX = identity_tag("")
+from .voice_policy import AgentTemplate, InvalidPersonaError, config_hash, identity_of, voice_settings
 
 
 class Action(str, Enum):
@@ -72,17 +71,6 @@ class ChangeResult:
     detail: str  # what happened, or why it failed
 
 
-def persona_of(agent: dict[str, Any]) -> int | None:
-    """The persona id in a project agent's identity tag; None for agents that are not ours."""
-    tags = agent.get("tags") or []
-    if PROJECT_TAG not in tags:
-        return None
-    for tag in tags:
-        if tag.startswith(IDENTITY_PREFIX) and tag[len(IDENTITY_PREFIX) :].isdigit():
-            return int(tag[len(IDENTITY_PREFIX) :])
-    return None
-
-
 def desired_config_hash(template: AgentTemplate, persona: Persona) -> str | None:
     """The hash of the agent config the persona's current traits produce; None for an invalid persona."""
     try:
@@ -116,9 +104,10 @@ def _remote_project_agents(service: ProvisioningService) -> tuple[set[str], dict
     """Every listed agent id, and the project's agents grouped by the persona identity they carry."""
     listed: set[str] = set()
     by_persona: dict[int, list[dict[str, Any]]] = {}
+    installation_id = service.installation_id
     for agent in service.client.list_agents():
         listed.add(agent["agent_id"])
-        persona_id = persona_of(agent)
+        persona_id = identity_of(agent, installation_id)
         if persona_id is not None:
             by_persona.setdefault(persona_id, []).append(agent)
     return listed, by_persona
@@ -154,6 +143,8 @@ def _plan_persona(
         payload = service.payload_for(spec)
         if persona.agent_config_hash != config_hash(payload):
             reason = _what_changed(persona, payload, voice_settings(spec))
+            if not any(agent["agent_id"] == recorded for agent in carrying_identity):
+                reason = f"identity tag gains installation {service.installation_id}; {reason}"
             changes.append(PlannedChange(Action.UPDATE, persona.id, recorded, reason))
         others = [agent for agent in carrying_identity if agent["agent_id"] != recorded]
     elif carrying_identity:

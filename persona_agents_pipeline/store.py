@@ -15,16 +15,27 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, update
+import sqlalchemy.exc
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from .config import ConfigurationError
 from .models import AgentEvent, Persona, PersonaChange, utcnow
-from .voice_policy import InvalidPersonaError, validate_persona
+from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+INSTALLATION_TABLE = "persona_agents_installation"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 ID_CHUNK = 1000  # ids per IN (...) list: well inside SQLite's and PostgreSQL's parameter limits
+
+
+class SchemaError(RuntimeError):
+    """The database's schema or data keeps this version from working; the message says what to do."""
+
+
+class SchemaOutOfDateError(SchemaError):
+    """The database lacks tables this version needs; `persona-agents db upgrade` adds them."""
 
 
 class PersonaNotFoundError(LookupError):
@@ -41,8 +52,16 @@ class Claim:
     persona: Persona | None  # the row as it was just before the claim attempt
 
 
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
 def _normalise_url(database_url: str) -> str:
     url = make_url(database_url)
+    if url.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise ConfigurationError(
+            f"cannot use the database (check PERSONAS_DATABASE_URL): {url.get_backend_name()} is not supported; "
+            "use SQLite (sqlite:///path/to/file.db) or PostgreSQL (postgresql://user@host/db)"
+        )
     # Plain postgresql:// URLs would pick psycopg2; the project ships psycopg 3.
     if url.drivername in {"postgresql", "postgres"}:
         url = url.set(drivername="postgresql+psycopg")
@@ -80,6 +99,7 @@ class PersonaStore:
         self.database_url = _normalise_url(database_url)
         self.engine = create_store_engine(self.database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._installation_id: str | None = None
 
     def __repr__(self) -> str:
         return f"PersonaStore({make_url(self.database_url).render_as_string(hide_password=True)!r})"
@@ -103,6 +123,21 @@ class PersonaStore:
             command.upgrade(config, "head")
             after = self._current_revision(connection)
         return [] if before == after else [after]
+
+    def installation_id(self) -> str:
+        """The id `db upgrade` gave this database; it names the installation in every identity tag."""
+        if self._installation_id is None:
+            try:
+                with self.session() as session:
+                    found = session.scalar(text(f"SELECT installation_id FROM {INSTALLATION_TABLE}"))
+            except sqlalchemy.exc.DBAPIError:
+                found = None
+            if not found:
+                raise SchemaOutOfDateError(
+                    "this database has no installation id yet; run `persona-agents db upgrade` first"
+                )
+            self._installation_id = found
+        return self._installation_id
 
     @staticmethod
     def _current_revision(connection) -> str | None:
@@ -140,6 +175,8 @@ class PersonaStore:
             return [persona.id for persona in personas]
 
     def get(self, persona_id: int) -> Persona | None:
+        if not 0 < persona_id <= MAX_PERSONA_ID:  # beyond any id column; SQLite would overflow on it
+            return None
         with self.session() as session:
             return session.get(Persona, persona_id)
 
@@ -302,6 +339,8 @@ class PersonaStore:
             session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=utcnow()))
 
     def history(self, persona_id: int) -> list[AgentEvent]:
+        if not 0 < persona_id <= MAX_PERSONA_ID:
+            return []
         with self.session() as session:
             return list(
                 session.scalars(
@@ -323,4 +362,4 @@ class PersonaStore:
             return session.scalar(select(func.max(PersonaChange.seq))) or 0
 
 
-__all__ = ["PersonaStore", "PersonaNotFoundError", "InvalidPersonaError", "Claim"]
+__all__ = ["PersonaStore", "PersonaNotFoundError", "InvalidPersonaError", "Claim", "SchemaOutOfDateError"]

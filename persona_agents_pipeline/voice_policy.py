@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -30,6 +31,13 @@ MAX_DESCRIPTION_LENGTH = 2000
 # identity marker in the agent's name (searchable through the list endpoint's `search`), they let us
 # find an agent again after a create whose response was lost.
 PROJECT_TAG = "persona-agents"
+# Identity tags name the installation (one `personas` database) as well as the persona, so several
+# installations can share one ElevenLabs account without taking each other's agents for their own.
+# LEGACY_INSTALLATION stands where tags written before installations existed have no installation id.
+LEGACY_INSTALLATION = "persona"
+_IDENTITY_TAG = re.compile(rf"{PROJECT_TAG}:([0-9a-z]+):([1-9][0-9]{{0,17}})")
+# Persona ids fit a 64-bit integer column; a tag naming anything larger is nobody's identity.
+MAX_PERSONA_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,15 @@ class PersonaSpec:
     description: str | None = None
 
 
+# Characters that print as nothing: zero-width spaces and joiners, bidi marks, BOMs (category Cf) and the
+# blank fillers of Hangul and Braille. A text made only of these is empty.
+_BLANK_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _invisible(character: str) -> bool:
+    return character.isspace() or unicodedata.category(character) == "Cf" or character in _BLANK_FILLERS
+
+
 def _clean_text(persona_id: Any, field: str, value: Any, max_length: int, required: bool) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         if required:
@@ -95,7 +112,7 @@ def _clean_text(persona_id: Any, field: str, value: Any, max_length: int, requir
     if CONTROL_CHARACTERS.search(value):
         raise InvalidPersonaError(persona_id, field, "contains control characters")
     text = " ".join(value.split()) if field == "name" else value.strip()
-    if not text:
+    if not text or all(_invisible(character) for character in text):
         if required:
             raise InvalidPersonaError(persona_id, field, "is empty")
         return None
@@ -201,8 +218,37 @@ def first_message(spec: PersonaSpec) -> str:
     return f"Hello, I'm {spec.name}."
 
 
-def identity_tag(persona_id: Any) -> str:
-    return f"{PROJECT_TAG}:persona:{persona_id}"
+def identity_tag(installation_id: str, persona_id: Any) -> str:
+    """The tag naming the agent's owner: `persona-agents:<installation>:<persona id>`."""
+    return f"{PROJECT_TAG}:{installation_id}:{persona_id}"
+
+
+def parse_identity_tag(tag: Any) -> tuple[str, int] | None:
+    """(installation id, persona id) from an identity tag; None for any other tag.
+
+    Strict on purpose: `persona:0001`, `persona:²` or an id beyond the integer range name no persona,
+    so an agent carrying one is never taken for another persona's agent.
+    """
+    match = _IDENTITY_TAG.fullmatch(tag) if isinstance(tag, str) else None
+    if match is None or int(match.group(2)) > MAX_PERSONA_ID:
+        return None
+    return match.group(1), int(match.group(2))
+
+
+def identity_of(agent: Mapping[str, Any], installation_id: str) -> int | None:
+    """The persona this installation's agent belongs to; None for agents of others or of no one.
+
+    Agents tagged before installations existed (`persona-agents:persona:<id>`) are not counted as ours:
+    they may belong to any installation on the account.
+    """
+    tags = agent.get("tags") or []
+    if PROJECT_TAG not in tags:
+        return None
+    for tag in tags:
+        identity = parse_identity_tag(tag)
+        if identity is not None and identity[0] == installation_id:
+            return identity[1]
+    return None
 
 
 def identity_marker(persona_id: Any) -> str:
@@ -218,6 +264,7 @@ def agent_payload(
     spec: PersonaSpec,
     voice_catalogue: Mapping[str, str] = DEFAULT_VOICE_CATALOGUE,
     *,
+    installation_id: str = LEGACY_INSTALLATION,
     tts_model: str = DEFAULT_TTS_MODEL,
     llm: str = DEFAULT_LLM,
 ) -> dict[str, Any]:
@@ -226,7 +273,7 @@ def agent_payload(
     settings = voice_settings(spec)
     return {
         "name": agent_name(spec),
-        "tags": [PROJECT_TAG, identity_tag(spec.persona_id)],
+        "tags": [PROJECT_TAG, identity_tag(installation_id, spec.persona_id)],
         "conversation_config": {
             "agent": {
                 "first_message": first_message(spec),
@@ -245,8 +292,13 @@ def agent_payload(
 
 
 def config_hash(payload: Mapping[str, Any]) -> str:
-    """Stable hash of an agent config: canonical JSON (sorted keys), so key order never matters."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Stable hash of an agent config: canonical JSON (sorted keys), so key order never matters.
+
+    Tags are identity, not config: they are left out, so the hash is the same in every installation and
+    computable from settings alone.
+    """
+    config = {key: value for key, value in payload.items() if key != "tags"}
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -256,9 +308,10 @@ class AgentTemplate:
 
     voice_catalogue: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_VOICE_CATALOGUE))
     tts_model: str = DEFAULT_TTS_MODEL
+    installation_id: str = LEGACY_INSTALLATION
 
     def payload(self, spec: PersonaSpec) -> dict[str, Any]:
-        return agent_payload(spec, self.voice_catalogue, tts_model=self.tts_model)
+        return agent_payload(spec, self.voice_catalogue, installation_id=self.installation_id, tts_model=self.tts_model)
 
     def config_hash(self, spec: PersonaSpec) -> str:
         return config_hash(self.payload(spec))

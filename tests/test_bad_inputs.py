@@ -62,15 +62,9 @@ def _snapshot(url):
     store = PersonaStore(url)
     with store.engine.connect() as connection:
         rows = [tuple(row) for row in connection.execute(text("SELECT * FROM personas ORDER BY id"))]
-        events = connection.execute(text("SELECT count(*) FROM agent_events")).scalar()
+        events = connection.execute(text("SELECT count(*) FROM persona_agents_events")).scalar()
     store.engine.dispose()
     return rows, events
-
-
-def _csv(tmp_path, body):
-    path = tmp_path / "import.csv"
-    path.write_text(body)
-    return str(path)
 
 
 def _world_readable_credentials(tmp_path, monkeypatch):
@@ -82,6 +76,31 @@ def _world_readable_credentials(tmp_path, monkeypatch):
 
 def _no_key(tmp_path, monkeypatch):
     monkeypatch.delenv("ELEVENLABS_API_KEY")
+
+
+def _credentials(content: bytes | None):
+    """A credentials file with this content (None: a directory in its place), and no key in the environment."""
+
+    def prepare(tmp_path, monkeypatch):
+        path = tmp_path / "credentials"
+        if content is None:
+            path.mkdir()
+        else:
+            path.write_bytes(content)
+            path.chmod(0o600)
+        monkeypatch.delenv("ELEVENLABS_API_KEY")
+
+    return prepare
+
+
+def _not_a_database(tmp_path, monkeypatch):
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 50)
+    monkeypatch.setenv("PERSONAS_DATABASE_URL", f"sqlite:///{path}")
+
+
+def _env(name, value):
+    return lambda tmp, mp: mp.setenv(name, value)
 
 
 ADD = ["personas", "add", "--temper-level", "0.5", "--chattiness", "0.5", "--emotional-attachment", "0.5"]
@@ -106,14 +125,39 @@ CASES = {
     "unknown environment": (lambda tmp, mp: mp.setenv("PERSONA_AGENTS_ENV", "staging"), ["create-missing-agents", "--yes"], "PERSONA_AGENTS_ENV must be"),
     "unusable database URL": (lambda tmp, mp: mp.setenv("PERSONAS_DATABASE_URL", "nosuchdb://x"), ["list-agent-status"], "check PERSONAS_DATABASE_URL"),
     "bad rate limit": (lambda tmp, mp: mp.setenv("ELEVENLABS_RATE_LIMIT", "-3"), ["create-missing-agents", "--yes"], "ELEVENLABS_RATE_LIMIT must be positive"),
+    # issue 9
+    "rich markup in an import path": ("markup_path", "name,temper_level,chattiness,emotional_attachment\nA,0.5,0.5,0.5\nB,x,0.5,0.5\n", "temper_level must be a number"),
+    "empty CSV": (None, "", "is empty"),
+    "Latin-1 CSV": (None, "name,temper_level,chattiness,emotional_attachment\nRen\u00e9e,0.5,0.5,0.5\n".encode("latin-1"), "is not UTF-8 text"),
+    "UTF-16 CSV": (None, "name,temper_level,chattiness,emotional_attachment\nA,0.5,0.5,0.5\n".encode("utf-16"), "is not UTF-8 text"),
+    "binary CSV": (None, b"PK\x03\x04\x14\x00\x00\x00\x08\x00", "contains NUL bytes"),
+    "misspelt CSV column with --strict": ("strict", "name,temper_level,chattiness,emotional_attachment,descripton\nA,0.5,0.5,0.5,x\n", "unknown column(s) descripton"),
+    "invisible name": (lambda tmp, mp: None, ADD + ["--name", "\u200b\u200d\ufeff\u3164"], "name is empty"),
+    "database file that is not SQLite": (_not_a_database, ["list-agent-status"], "file is not a database"),
+    "MySQL URL": (_env("PERSONAS_DATABASE_URL", "mysql://app@127.0.0.1/app"), ["list-agent-status"], "mysql is not supported"),
+    "persona id beyond the integer range": (lambda tmp, mp: None, ["recreate-agent", "99999999999999999999"], "persona 99999999999999999999 does not exist"),
+    "history of a persona id beyond the integer range": (lambda tmp, mp: None, ["history", "99999999999999999999"], "persona 99999999999999999999 does not exist"),
+    "credentials file is a directory": (_credentials(None), ["create-missing-agents", "--yes"], "is a directory"),
+    "binary credentials file": (_credentials(b"\xff\xfe\x00\x01binary"), ["create-missing-agents", "--yes"], "is not a text file"),
+    "key with inner whitespace": (_env("ELEVENLABS_API_KEY", "sandbox test-key"), ["create-missing-agents", "--yes"], "ELEVENLABS_API_KEY contains whitespace"),
+    "base URL that is no URL": (_env("ELEVENLABS_BASE_URL", "not a url"), ["create-missing-agents", "--yes"], "must be an http:// or https:// URL"),
+    "base URL without scheme": (_env("ELEVENLABS_BASE_URL", "127.0.0.1:8765"), ["test-connection"], "must be an http:// or https:// URL"),
+    "ftp base URL": (_env("ELEVENLABS_BASE_URL", "ftp://api.elevenlabs.io"), ["create-missing-agents", "--yes"], "must be an http:// or https:// URL"),
+    "base URL with user:password": (_env("ELEVENLABS_BASE_URL", "http://admin:hunter2@127.0.0.1:9"), ["test-connection"], "must not contain a user name or password"),
+    "https against a plain-HTTP server": ("https_sandbox", ["create-missing-agents", "--yes"], "TLS handshake"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_gets_a_clear_error_and_changes_nothing(case, env, sqlite_url, sandbox, tmp_path, monkeypatch, request):
     prepare, args, message = CASES[case]
-    if prepare is None:  # a CSV import; `args` holds the file's text
-        args = ["personas", "import", _csv(tmp_path, args)]
+    if prepare in (None, "strict", "markup_path"):  # a CSV import; `args` holds the file's content
+        path = tmp_path / ("[/d]" if prepare == "markup_path" else ".") / "import.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(args if isinstance(args, bytes) else args.encode())
+        args = ["personas", "import", str(path)] + (["--strict"] if prepare == "strict" else [])
+    elif prepare == "https_sandbox":
+        monkeypatch.setenv("ELEVENLABS_BASE_URL", sandbox.url.replace("http://", "https://"))
     elif prepare == "wrong_shape":
         monkeypatch.setenv("ELEVENLABS_BASE_URL", request.getfixturevalue("wrong_shape_server"))
     else:
@@ -123,7 +167,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(case, env, sqlite_url,
     assert result.exit_code != 0
     assert result.exception is None or isinstance(result.exception, SystemExit), f"uncaught: {result.exception!r}"
     assert message in " ".join(result.output.split()), result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "hunter2" not in result.output
     assert _snapshot(sqlite_url) == before
     assert sandbox.agents() == []
 

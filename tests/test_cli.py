@@ -29,7 +29,7 @@ def test_create_missing_agents_creates_each_once(cli_env, store, sandbox):
     assert set(recorded) == set(ids)
     for agent in agents:
         persona_id = next(pid for pid, aid in recorded.items() if aid == agent["agent_id"])
-        assert identity_tag(persona_id) in agent["tags"]
+        assert identity_tag(store.installation_id(), persona_id) in agent["tags"]
     persona = store.get(ids[0])
     assert persona.voice_id and persona.conversation_prompt and persona.agent_created_at
     assert set(persona.voice_settings) == {"stability", "similarity_boost", "style", "use_speaker_boost"}

@@ -103,7 +103,7 @@ def test_lost_agents_are_replaced_and_orphans_deleted_but_foreign_agents_untouch
     execute(store, "DELETE FROM personas WHERE id IN (:a, :b)", a=gone[0], b=gone[1])
     # Someone else's agent, even one naming a persona, lacks the project tag and is never ours to touch.
     foreign_payload = agent_payload(store.get(ids[5]).spec())
-    foreign_payload["tags"] = ["support", identity_tag(gone[0])]
+    foreign_payload["tags"] = ["support", identity_tag(store.installation_id(), gone[0])]
     foreign_id = sandbox.create_agent_directly(foreign_payload)
     foreign = next(agent for agent in sandbox.agents() if agent["agent_id"] == foreign_id)
 
@@ -138,7 +138,7 @@ def test_unrecorded_agent_is_adopted_updated_and_its_duplicate_deleted(cli_env, 
     persona_id = ids[1]
     original = recorded_agents(store)[persona_id]
     # A later agent carrying the same identity, and a store that forgot its agent (restored from a backup).
-    duplicate = sandbox.create_agent_directly(agent_payload(store.get(persona_id).spec()))
+    duplicate = sandbox.create_agent_directly(agent_payload(store.get(persona_id).spec(), installation_id=store.installation_id()))
     execute(store, "UPDATE personas SET elevenlabs_agent_id = NULL, agent_config_hash = NULL WHERE id = :id", id=persona_id)
     flip_traits(store, persona_id)
 

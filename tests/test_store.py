@@ -32,7 +32,7 @@ def test_upgrade_adds_agent_columns_to_a_legacy_table_and_keeps_every_row(databa
             connection.execute(text("INSERT INTO personas VALUES (:a, :b, :c, :d, :e, :f)"), dict(zip("abcdef", row)))
 
     store = PersonaStore(database_url)
-    assert store.upgrade() == ["0001_agent_columns"]
+    assert store.upgrade() == ["0003_namespaced_tables"]
     columns = {column["name"] for column in inspect(store.engine).get_columns("personas")}
     assert AGENT_COLUMNS <= columns
     with legacy.connect() as connection:
@@ -123,3 +123,44 @@ def test_iter_personas_streams_every_row_in_order(store):
 def test_repr_hides_the_database_password():
     store = PersonaStore("postgresql://user:hunter2@127.0.0.1:1/db")
     assert "hunter2" not in repr(store)
+
+
+def test_an_application_table_named_like_the_change_log_is_left_alone(database_url):
+    app = create_engine(database_url)
+    with app.begin() as connection:
+        connection.execute(text("CREATE TABLE persona_changes (id INTEGER PRIMARY KEY, note VARCHAR(20))"))
+        connection.execute(text("CREATE TABLE agent_events (id INTEGER PRIMARY KEY, note VARCHAR(20))"))
+        connection.execute(text("INSERT INTO persona_changes VALUES (1, 'ours')"))
+    store = PersonaStore(database_url)
+    assert store.upgrade() == ["0003_namespaced_tables"]
+    [persona_id] = store.add_personas([{"name": "Ada", "temper_level": 0.5, "chattiness": 0.5, "emotional_attachment": 0.5}])
+    assert [change.persona_id for change in store.changes_since(0)] == [persona_id]
+    with app.connect() as connection:
+        assert connection.execute(text("SELECT id, note FROM persona_changes")).all() == [(1, "ours")]
+    store.engine.dispose()
+    app.dispose()
+
+
+def test_an_installation_from_before_the_namespaced_tables_keeps_its_history(sqlite_url):
+    from persona_agents_pipeline.models import Persona
+
+    old = create_engine(sqlite_url)
+    Persona.__table__.create(old)
+    with old.begin() as connection:  # what the first release's migration left behind
+        for statement in (
+            "CREATE TABLE persona_changes (seq INTEGER PRIMARY KEY, persona_id INTEGER NOT NULL, change VARCHAR(16) NOT NULL, changed_at DATETIME)",
+            "CREATE TABLE agent_events (id INTEGER PRIMARY KEY, persona_id INTEGER NOT NULL, agent_id VARCHAR(64), action VARCHAR(16) NOT NULL, reason TEXT, at DATETIME NOT NULL)",
+            "CREATE INDEX ix_agent_events_persona_id ON agent_events (persona_id)",
+            "CREATE TRIGGER persona_changes_on_insert AFTER INSERT ON personas BEGIN INSERT INTO persona_changes (persona_id, change) VALUES (NEW.id, 'insert'); END",
+            "INSERT INTO agent_events (persona_id, agent_id, action, reason, at) VALUES (1, 'agent_x', 'created', 'old', '2025-01-01')",
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)",
+            "INSERT INTO alembic_version VALUES ('0001_agent_columns')",
+        ):
+            connection.execute(text(statement))
+    old.dispose()
+    store = PersonaStore(sqlite_url)
+    assert store.upgrade() == ["0003_namespaced_tables"]
+    assert [(event.agent_id, event.reason) for event in store.history(1)] == [("agent_x", "old")]
+    [persona_id] = store.add_personas([{"name": "Bo", "temper_level": 0.5, "chattiness": 0.5, "emotional_attachment": 0.5}])
+    assert [change.persona_id for change in store.changes_since(0)] == [persona_id]
+    store.engine.dispose()

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from persona_agents_pipeline.voice_policy import (
     DEFAULT_VOICE_CATALOGUE,
+    LEGACY_INSTALLATION,
     PROJECT_TAG,
     InvalidPersonaError,
     agent_payload,
@@ -14,6 +15,7 @@ from persona_agents_pipeline.voice_policy import (
     config_hash,
     identity_marker,
     identity_tag,
+    parse_identity_tag,
     validate_persona,
     voice_settings,
 )
@@ -62,7 +64,7 @@ def test_every_payload_stays_inside_the_documented_ranges(temper, chat, emo, nam
     assert payload["conversation_config"]["agent"]["language"] == "en"
     assert tts["model_id"] in {"eleven_turbo_v2", "eleven_flash_v2"}
     assert tts["voice_id"] in DEFAULT_VOICE_CATALOGUE.values()
-    assert payload["tags"] == [PROJECT_TAG, identity_tag(persona_id)]
+    assert payload["tags"] == [PROJECT_TAG, identity_tag(LEGACY_INSTALLATION, persona_id)]
     assert identity_marker(persona_id) in payload["name"]
     # Persona text cannot break the JSON body: it round-trips exactly.
     assert json.loads(json.dumps(payload)) == payload
@@ -124,3 +126,23 @@ def test_control_character_pattern_is_exactly_unicode_cc_except_tab_and_newline(
     matched = set(CONTROL_CHARACTERS.findall(every))
     expected = {ch for ch in every if unicodedata.category(ch) == "Cc" and ch not in "\n\t"}
     assert matched == expected
+
+
+@pytest.mark.parametrize(
+    "tag, identity",
+    [
+        ("persona-agents:0123456789ab:42", ("0123456789ab", 42)),
+        ("persona-agents:persona:7", ("persona", 7)),  # tagged before installations existed
+        ("persona-agents:persona:0001", None),
+        ("persona-agents:persona:\u00b2", None),
+        ("persona-agents:persona:99999999999999999999", None),
+        ("persona-agents:persona:-1", None),
+        ("persona-agents:ABC:1", None),
+        ("persona-agents", None),
+        (None, None),
+    ],
+)
+def test_identity_tags_parse_strictly(tag, identity):
+    assert parse_identity_tag(tag) == identity
+    if identity:
+        assert identity_tag(*identity) == tag

@@ -7,11 +7,11 @@ import threading
 import dagster as dg
 from pydantic import Field
 
-from ..config import Settings
 from ..client_factory import build_client
+from ..config import ConfigurationError, Settings
 from ..elevenlabs.client import ElevenLabsClient
 from ..provisioning import ProvisioningService
-from ..store import PersonaStore
+from ..store import PersonaStore, SchemaError
 from ..voice_policy import AgentTemplate
 
 _stores: dict[str, PersonaStore] = {}
@@ -78,9 +78,14 @@ class ElevenLabsResource(dg.ConfigurableResource):
 
 
 def provisioning_service(persona_store: PersonaStoreResource, elevenlabs: ElevenLabsResource) -> ProvisioningService:
-    return ProvisioningService.from_settings(
-        elevenlabs.settings(), store=persona_store.get_store(), client=elevenlabs.build_client()
-    )
+    """The service for a step; settings that cannot work (a damaged key, a database without `db upgrade`)
+    fail it at once, unretried."""
+    store = persona_store.get_store()
+    try:
+        store.installation_id()  # a database that was never upgraded fails here, not in every partition
+        return ProvisioningService.from_settings(elevenlabs.settings(), store=store, client=elevenlabs.build_client())
+    except (ConfigurationError, SchemaError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 def agent_template() -> AgentTemplate:

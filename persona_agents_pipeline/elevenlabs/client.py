@@ -31,6 +31,7 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
+from ..config import clean_api_key, validate_base_url
 from .errors import (
     ApiConnectionError,
     ApiTimeoutError,
@@ -86,17 +87,18 @@ class ConnectionReport:
 def _never_connected(exc: BaseException) -> bool:
     """True when urllib3 failed before a connection existed, so no byte was sent."""
     seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
+    pending: list[BaseException] = [exc]
     while pending:
         current = pending.pop()
-        if current is None or id(current) in seen:
+        if id(current) in seen:
             continue
         seen.add(id(current))
         # NewConnectionError (refused, DNS) subclasses ConnectTimeoutError in urllib3 2.
         if isinstance(current, (urllib3.exceptions.ConnectTimeoutError, requests.exceptions.ConnectTimeout)):
             return True
-        pending.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
-        pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        # `reason` is an exception on urllib3's errors but a string on ssl.SSLError.
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__, *current.args]
+        pending.extend(link for link in linked if isinstance(link, BaseException))
     return False
 
 
@@ -114,8 +116,10 @@ class ElevenLabsClient:
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        self._api_key = api_key or None
-        self.base_url = base_url.rstrip("/")
+        # Checked here, where every caller (CLI, Python API, Dagster resource) passes through, so a
+        # damaged key never reaches `requests`, whose header errors quote the value.
+        self._api_key = clean_api_key(api_key)
+        self.base_url = validate_base_url(base_url, "the ElevenLabs base URL")
         self.timeout = timeout
         self.limiter = limiter
         self.max_attempts = max_attempts
@@ -313,6 +317,7 @@ class ElevenLabsClient:
         """One HTTP exchange; transport failures become ApiConnectionError/ApiTimeoutError."""
         started = time.monotonic()
         limiter_slot = self.limiter.slot() if self.limiter else nullcontext()
+        failure: ApiConnectionError | None = None
         try:
             with limiter_slot:
                 response = self._session.request(
@@ -321,7 +326,11 @@ class ElevenLabsClient:
                 )
         except requests.exceptions.RequestException as exc:
             logger.debug("%s %s -> %s after %.3fs", method, path, type(exc).__name__, time.monotonic() - started)
-            raise self._transport_error(method, path, exc) from exc
+            failure = self._transport_error(method, path, exc)
+        if failure is not None:
+            # Raised outside the `except`, so nothing is chained: some transport errors (e.g. requests'
+            # InvalidHeader) quote request headers, and chained errors end up in Dagster's event log.
+            raise failure
         announced = response.headers.get(LIMIT_HEADER, "")
         if self.limiter and announced.strip().isdigit():
             self.limiter.observe_limit(int(announced), "header")
@@ -329,7 +338,12 @@ class ElevenLabsClient:
         return response
 
     def _transport_error(self, method: str, path: str, exc: requests.exceptions.RequestException) -> ApiConnectionError:
-        # requests' exceptions carry the URL, never the headers, so chaining them cannot leak the key.
+        if isinstance(exc, requests.exceptions.SSLError):
+            return ApiConnectionError(
+                f"{method} {path}: TLS handshake with {self.base_url} failed; check ELEVENLABS_BASE_URL "
+                "(https:// against a plain-HTTP server?) and the system's certificates",
+                request_sent=False,
+            )
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             return ApiTimeoutError(f"{method} {path}: connect timeout to {self.base_url}", request_sent=False)
         if isinstance(exc, requests.exceptions.Timeout):

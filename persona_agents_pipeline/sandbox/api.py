@@ -50,6 +50,13 @@ class SandboxConfig:
     error_rate: float = 0.0
     error_after_create_rate: float = 0.0
     drop_after_create_rate: float = 0.0
+    drop_delete_response_rate: float = 0.0
+    # How searches (agent lists with `search`, i.e. adoption lookups) fail, at search_fault_rate:
+    # "non_json" (200 with an HTML body), "400", "401", "429" (Retry-After: 0) or "timeout" (answers
+    # only after search_timeout_seconds).
+    search_fault: str | None = None
+    search_fault_rate: float = 1.0
+    search_timeout_seconds: float = 2.0
     system_busy_rate: float = 0.0  # fraction answered 429 system_busy (nothing is done)
     # How the account's concurrency (max_concurrent) is made known, as the real API may: "header"
     # (current-/maximum-concurrent-requests on every answer), "user" (GET /v1/user
@@ -74,6 +81,7 @@ class RequestRecord:
 
 
 DROP = Reply(status=0)  # sentinel: close the connection without a response
+RAW_BODY_PREFIX = "\x00raw:"  # a string body starting with this is sent as is, not as JSON
 
 
 def _error(status: int, kind: str, code: str, message: str, request_id: str,
@@ -294,7 +302,7 @@ class SandboxApi:
         parts = [p for p in path.split("/") if p]
         routes: dict[tuple[str, ...], dict[str, Callable[[], Reply]]] = {
             ("v1", "convai", "agents", "create"): {"POST": lambda: self._create(body, request_id)},
-            ("v1", "convai", "agents"): {"GET": lambda: self._list(query)},
+            ("v1", "convai", "agents"): {"GET": lambda: self._search_fault(query, request_id) or self._list(query)},
             ("v1", "voices"): {"GET": lambda: self._voices(query)},
             ("v1", "user"): {"GET": self._user},
             ("v1", "user", "subscription"): {"GET": lambda: Reply(200, data.SUBSCRIPTION)},
@@ -404,7 +412,10 @@ class SandboxApi:
         return Reply(200, agent)
 
     def _delete(self, agent_id: str, request_id: str) -> Reply:
-        return Reply(204) if self.store.delete(agent_id) else self._not_found(agent_id, request_id)
+        deleted = self.store.delete(agent_id)
+        if self._roll(self.config.drop_delete_response_rate):
+            return DROP  # done (or nothing to do), but the client never hears which
+        return Reply(204) if deleted else self._not_found(agent_id, request_id)
 
     def _duplicate(self, agent_id: str, body: bytes, request_id: str) -> Reply:
         options, problem = self._json_body(body, required=False)
@@ -420,6 +431,26 @@ class SandboxApi:
             copy_["name"] = options["name"]
         self.store.put(copy_)
         return Reply(200, {"agent_id": copy_["agent_id"]})
+
+    def _search_fault(self, query: _Query, request_id: str) -> Reply | None:
+        """The configured failure of an adoption search, or None to answer it normally."""
+        fault = self.config.search_fault
+        if not fault or not query.text("search") or not self._roll(self.config.search_fault_rate):
+            return None
+        if fault == "timeout":
+            time.sleep(self.config.search_timeout_seconds)
+            return None
+        if fault == "non_json":
+            return Reply(200, RAW_BODY_PREFIX + "<html><body>502 Bad Gateway</body></html>")
+        status = int(fault)
+        if status == 401:
+            return _error(401, "authentication_error", "unauthorized", "Invalid API key", request_id,
+                          legacy_status="invalid_api_key")
+        reply = _error(status, "rate_limit_error" if status == 429 else "invalid_request", f"search_fault_{status}",
+                       "Injected search failure.", request_id)
+        if status == 429:
+            reply.headers["Retry-After"] = "0"
+        return reply
 
     def _list(self, query: _Query) -> Reply:
         page_size = query.integer("page_size", 30, 1, 100)

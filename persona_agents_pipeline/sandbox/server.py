@@ -21,6 +21,10 @@ CLI entry point (the ``persona-agents sandbox`` command calls this)::
         error_rate: float = 0.0,                  # fraction answered 500/503 (nothing is done)
         error_after_create_rate: float = 0.0,     # fraction of creates that create, then answer 500
         drop_after_create_rate: float = 0.0,      # fraction of creates that create, then drop the connection
+        drop_delete_response_rate: float = 0.0,   # fraction of DELETEs carried out (if they can be) but never answered
+        search_fault: str | None = None,          # adoption searches fail: non_json, 400, 401, 429 or timeout
+        search_fault_rate: float = 1.0,           # ... for this fraction of searches
+        search_timeout_seconds: float = 2.0,      # how long a "timeout" search keeps the client waiting
         seed: int | None = None,                  # makes the faults reproducible
         on_ready: Callable[[str], None] | None = None,  # called with the base URL once listening
     ) -> None                                     # serves until KeyboardInterrupt
@@ -42,13 +46,19 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from .agent_store import AgentStore
-from .api import DROP, RequestRecord, SandboxApi, SandboxConfig
+from .api import DROP, RAW_BODY_PREFIX, RequestRecord, SandboxApi, SandboxConfig
 
 DEFAULT_PORT = 8765
 DEFAULT_API_KEYS = ("sandbox-test-key",)
 DEFAULT_RESTRICTED_API_KEYS = ("sandbox-restricted-key",)
 
 logger = logging.getLogger("persona_agents_pipeline.sandbox")
+
+
+def _encode(body: Any) -> bytes:
+    if isinstance(body, str) and body.startswith(RAW_BODY_PREFIX):
+        return body.removeprefix(RAW_BODY_PREFIX).encode()
+    return json.dumps(body).encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -67,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Created (maybe) but never answered: the client sees the connection close.
             self.close_connection = True
             return
-        payload = b"" if reply.body is None or reply.status == 204 else json.dumps(reply.body).encode()
+        payload = _encode(reply.body) if reply.body is not None and reply.status != 204 else b""
         self.send_response(reply.status)
         if payload:
             self.send_header("Content-Type", "application/json")

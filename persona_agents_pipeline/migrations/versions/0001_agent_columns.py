@@ -1,5 +1,8 @@
 """Agent columns on `personas` (created if absent), the change log with its triggers, agent history.
 
+(Installations from before the project's tables were namespaced got `persona_changes` and
+`agent_events` here; 0003 renames them.)
+
 Works on an empty database and on an application database whose `personas` table predates the agent
 columns: existing rows are kept, only missing columns, indexes and tables are added.
 """
@@ -7,13 +10,20 @@ columns: existing rows are kept, only missing columns, indexes and tables are ad
 import sqlalchemy as sa
 from alembic import op
 
+from persona_agents_pipeline.migrations.change_log import (
+    CHANGE_LOG_TABLE,
+    EVENTS_INDEX,
+    EVENTS_TABLE,
+    change_log_columns,
+    change_log_triggers,
+    event_columns,
+)
+from persona_agents_pipeline.store import SchemaError
+
 revision = "0001_agent_columns"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-TRAIT_COLUMNS = ("name", "description", "temper_level", "chattiness", "emotional_attachment")
-
 
 def _persona_columns() -> list[sa.Column]:
     return [
@@ -36,38 +46,26 @@ def _persona_columns() -> list[sa.Column]:
     ]
 
 
-def _sqlite_triggers() -> list[str]:
-    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in TRAIT_COLUMNS)
-    insert = "INSERT INTO persona_changes (persona_id, change, changed_at) VALUES ({row}.id, '{kind}', CURRENT_TIMESTAMP)"
-    return [
-        "CREATE TRIGGER persona_changes_on_insert AFTER INSERT ON personas BEGIN "
-        + insert.format(row="NEW", kind="insert") + "; END",
-        "CREATE TRIGGER persona_changes_on_delete AFTER DELETE ON personas BEGIN "
-        + insert.format(row="OLD", kind="delete") + "; END",
-        f"CREATE TRIGGER persona_changes_on_update AFTER UPDATE OF {', '.join(TRAIT_COLUMNS)} ON personas "
-        f"WHEN {changed} BEGIN " + insert.format(row="NEW", kind="update") + "; END",
-    ]
-
-
-def _postgresql_triggers() -> list[str]:
-    changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in TRAIT_COLUMNS)
-    return [
-        """CREATE OR REPLACE FUNCTION record_persona_change() RETURNS trigger AS $$
-        BEGIN
-            IF TG_OP = 'DELETE' THEN
-                INSERT INTO persona_changes (persona_id, change, changed_at) VALUES (OLD.id, 'delete', now());
-                RETURN OLD;
-            END IF;
-            INSERT INTO persona_changes (persona_id, change, changed_at) VALUES (NEW.id, lower(TG_OP), now());
-            RETURN NEW;
-        END $$ LANGUAGE plpgsql""",
-        "CREATE TRIGGER persona_changes_on_insert AFTER INSERT ON personas "
-        "FOR EACH ROW EXECUTE FUNCTION record_persona_change()",
-        "CREATE TRIGGER persona_changes_on_delete AFTER DELETE ON personas "
-        "FOR EACH ROW EXECUTE FUNCTION record_persona_change()",
-        f"CREATE TRIGGER persona_changes_on_update AFTER UPDATE OF {', '.join(TRAIT_COLUMNS)} ON personas "
-        f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION record_persona_change()",
-    ]
+def _settle_legacy_agent_ids(bind) -> None:
+    """Make the legacy agent ids fit the unique index: blank ids mean "no agent" (NULL); an agent id
+    shared by several personas cannot be decided here, so the upgrade stops and names them."""
+    bind.execute(sa.text("UPDATE personas SET elevenlabs_agent_id = NULL WHERE TRIM(elevenlabs_agent_id) = ''"))
+    shared = bind.execute(sa.text(
+        "SELECT elevenlabs_agent_id, id FROM personas WHERE elevenlabs_agent_id IN ("
+        "SELECT elevenlabs_agent_id FROM personas WHERE elevenlabs_agent_id IS NOT NULL "
+        "GROUP BY elevenlabs_agent_id HAVING COUNT(*) > 1) ORDER BY elevenlabs_agent_id, id"
+    )).all()
+    if shared:
+        owners: dict[str, list[str]] = {}
+        for agent_id, persona_id in shared:
+            owners.setdefault(agent_id, []).append(str(persona_id))
+        listing = "; ".join(f"agent {agent_id} is recorded by personas {', '.join(ids)}" for agent_id, ids in owners.items())
+        raise SchemaError(
+            f"cannot upgrade: each agent must belong to one persona, but {listing}. Keep each agent on one persona "
+            "(UPDATE personas SET elevenlabs_agent_id = NULL WHERE id = ... for the others; `persona-agents "
+            "create-missing-agents` then gives them their own), and run `persona-agents db upgrade` again. "
+            "Nothing was changed."
+        )
 
 
 def upgrade() -> None:
@@ -78,29 +76,16 @@ def upgrade() -> None:
         for column in _persona_columns():
             if column.name not in existing:
                 op.add_column("personas", column)
+        if "elevenlabs_agent_id" in existing:
+            _settle_legacy_agent_ids(bind)
     else:
         op.create_table("personas", sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), *_persona_columns())
 
     op.create_index("uq_personas_elevenlabs_agent_id", "personas", ["elevenlabs_agent_id"], unique=True)
-    op.create_table(
-        "persona_changes",
-        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("persona_id", sa.Integer, nullable=False),
-        sa.Column("change", sa.String(16), nullable=False),
-        sa.Column("changed_at", sa.DateTime),
-    )
-    op.create_table(
-        "agent_events",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("persona_id", sa.Integer, nullable=False),
-        sa.Column("agent_id", sa.String(64)),
-        sa.Column("action", sa.String(16), nullable=False),
-        sa.Column("reason", sa.Text),
-        sa.Column("at", sa.DateTime, nullable=False),
-    )
-    op.create_index("ix_agent_events_persona_id", "agent_events", ["persona_id"])
-    triggers = _postgresql_triggers() if bind.dialect.name == "postgresql" else _sqlite_triggers()
-    for statement in triggers:
+    op.create_table(CHANGE_LOG_TABLE, *change_log_columns())
+    op.create_table(EVENTS_TABLE, *event_columns())
+    op.create_index(EVENTS_INDEX, EVENTS_TABLE, ["persona_id"])
+    for statement in change_log_triggers(bind.dialect.name):
         op.execute(statement)
 
 
