@@ -27,7 +27,8 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Callable, Iterable, Iterator
 
-from .config import Settings, load_api_key
+from .client_factory import Priority, build_client
+from .config import Settings
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.errors import (
     AuthenticationError,
@@ -36,7 +37,6 @@ from .elevenlabs.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
-from .elevenlabs.rate_limit import RequestLimiter
 from .models import utcnow
 from .store import Claim, PersonaNotFoundError, PersonaStore
 from .voice_policy import (
@@ -210,12 +210,11 @@ class ProvisioningService:
         api_key: str | None = None,
         store: PersonaStore | None = None,
         client: ElevenLabsClient | None = None,
+        priority: Priority = Priority.BATCH,
     ) -> "ProvisioningService":
+        """`priority`: INTERACTIVE where someone waits for the answer (the Python API), else BATCH."""
         if client is None:
-            limiter = RequestLimiter(settings.rate_limit, settings.max_concurrent)
-            client = ElevenLabsClient(
-                api_key if api_key is not None else load_api_key(), settings.base_url, limiter=limiter
-            )
+            client = build_client(settings, api_key=api_key, priority=priority)
         return cls(
             store or PersonaStore(settings.database_url),
             client,

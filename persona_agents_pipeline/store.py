@@ -70,10 +70,10 @@ def _normalise_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def create_store_engine(database_url: str) -> Engine:
+def create_store_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     url = make_url(_normalise_url(database_url))
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
