@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/persona-agents demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
