@@ -18,10 +18,11 @@ demo: $(STAMP)
 	$(BIN)/persona-agents demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.budget
 
 clean:
 	rm -rf $(VENV) .persona-agents

@@ -12,12 +12,13 @@ from functools import lru_cache
 
 from .config import Settings
 from .models import Persona
-from .provisioning import ProvisioningService, ProvisionResult
+from .provisioning import Priority, ProvisioningService, ProvisionResult
 
 
 @lru_cache(maxsize=1)
 def default_service() -> ProvisioningService:
-    return ProvisioningService.from_settings(Settings.from_env())
+    # Application code calls these while a trainee waits: its requests go before any backfill's.
+    return ProvisioningService.from_settings(Settings.from_env(), priority=Priority.INTERACTIVE)
 
 
 def has_elevenlabs_agent(persona_id: int, service: ProvisioningService | None = None) -> bool:

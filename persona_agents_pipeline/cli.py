@@ -335,7 +335,7 @@ def create_missing_agents(yes: bool, concurrency: int | None) -> None:
         _confirm_or_refuse(f"Create {len(valid)} ElevenLabs agent(s)?", yes)
         _preflight(service)
         results += _provision_with_progress(
-            service, [persona.id for persona in valid], concurrency or settings.max_concurrent
+            service, [persona.id for persona in valid], concurrency or settings.worker_threads
         )
     _print_summary(results)
     if any(not result.ok for result in results):
@@ -553,7 +553,7 @@ def apply_command(yes: bool) -> None:
     with _progress("Applying") as progress:
         task = progress.add_task("apply", total=len(plan.actionable))
         results = apply_plan(
-            service, plan, concurrency=settings.max_concurrent, on_result=lambda _result: progress.advance(task)
+            service, plan, concurrency=settings.worker_threads, on_result=lambda _result: progress.advance(task)
         )
     done = Counter(result.change.action.value for result in results if result.ok)
     failed = [result for result in results if not result.ok]

@@ -173,6 +173,31 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _optional_positive_float(env: Mapping[str, str], name: str) -> float | None:
+    return _positive_float(env, name, 0.0) if env.get(name) else None
+
+
+def _reserve(env: Mapping[str, str]) -> float:
+    raw = env.get("PERSONA_AGENTS_INTERACTIVE_RESERVE") or "0.1"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise ConfigurationError(f"PERSONA_AGENTS_INTERACTIVE_RESERVE must be a fraction in [0, 1), got {raw!r}")
+    return value
+
+
+def _optional_int(value: float | None) -> int | None:
+    return max(1, int(value)) if value is not None else None
+
+
+# Threads of bulk commands when no concurrency is configured: the shared budget, not the thread count,
+# decides how many requests are in flight, so this only needs to exceed the largest plan's limit.
+DEFAULT_WORKER_THREADS = 32
+BUDGET_OFF = "off"
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -181,13 +206,23 @@ class Settings:
     auto_create: bool = False
     voice_catalogue: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VOICE_CATALOGUE))
     tts_model: str = DEFAULT_TTS_MODEL
-    # ElevenLabs publishes no per-minute limit for agent management; these defaults stay well inside the
-    # smallest plan's concurrency and can be raised per account.
-    rate_limit: float = 5.0
-    max_concurrent: int = 4
+    # Ceilings the user may set. Unset, the account's concurrency is discovered (budget.py), and no rate
+    # applies: ElevenLabs publishes no per-second limit for agent management and throttles on concurrency.
+    rate_limit: float | None = None
+    max_concurrent: int | None = None
+    # Where the one API budget of all processes lives: None means the personas database; redis://... ;
+    # "off" gives each process its own limiter (only for comparison: processes then oversubscribe).
+    budget_url: str | None = None
+    # A killed process's in-flight slots come back after this; longer than any request (connect + read).
+    budget_lease_seconds: float = 45.0
+    interactive_reserve: float = 0.1
     dashboard_url: str = "https://elevenlabs.io/app/agents/agents"
     # How long a claim outlives a crashed process; live processes renew theirs.
     claim_lease_seconds: float = 60.0
+
+    @property
+    def worker_threads(self) -> int:
+        return self.max_concurrent or DEFAULT_WORKER_THREADS
 
     def agent_template(self) -> AgentTemplate:
         return AgentTemplate(self.voice_catalogue, self.tts_model)
@@ -208,7 +243,10 @@ class Settings:
             auto_create=auto_create,
             voice_catalogue=_voice_catalogue(env),
             tts_model=env.get("PERSONA_AGENTS_TTS_MODEL") or DEFAULT_TTS_MODEL,
-            rate_limit=_positive_float(env, "ELEVENLABS_RATE_LIMIT", 5.0),
-            max_concurrent=int(_positive_float(env, "ELEVENLABS_MAX_CONCURRENT", 4)),
+            rate_limit=_optional_positive_float(env, "ELEVENLABS_RATE_LIMIT"),
+            max_concurrent=_optional_int(_optional_positive_float(env, "ELEVENLABS_MAX_CONCURRENT")),
+            budget_url=env.get("PERSONA_AGENTS_BUDGET_URL") or None,
+            budget_lease_seconds=_positive_float(env, "PERSONA_AGENTS_BUDGET_LEASE_SECONDS", 45.0),
+            interactive_reserve=_reserve(env),
             claim_lease_seconds=_positive_float(env, "PERSONA_AGENTS_CLAIM_LEASE_SECONDS", 60.0),
         )

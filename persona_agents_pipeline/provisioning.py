@@ -1,12 +1,7 @@
 """The one provisioning service behind the CLI, the Python API and the Dagster assets.
 
-Exactly one agent per persona rests on three things: a claim in the database before any API call, a
-marker written before a create is sent, and adoption: after an ambiguous failure (or a crash after the
-marker) we look for the agent by its persona identity and record it instead of creating another.
-
-The marker's rule: once a create may have been sent, the persona stays "a create may exist" until a
-successful search has settled it. A failing search (throttled, rejected, garbled, timed out) settles
-nothing, so it leaves the marker set and no create follows it.
+How it keeps exactly one agent per persona (claim, create marker, adoption, duplicate clean-up) is told
+and implemented in `exactly_once.py`; this module holds the operations and what their results say.
 """
 
 from __future__ import annotations
@@ -14,38 +9,37 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
-import random
-import socket
-import threading
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from enum import Enum
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
-from .config import Settings, load_api_key
+from .client_factory import Priority, build_client
+from .config import Settings
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.errors import (
     AuthenticationError,
     ElevenLabsError,
     NotFoundError,
     PermissionDeniedError,
-    RateLimitedError,
 )
-from .elevenlabs.rate_limit import RequestLimiter
+from .exactly_once import (
+    ClaimHeartbeat,
+    ClaimTimeoutError,
+    CreateMarker,
+    ExactlyOnce,
+    default_owner,
+    unix_to_datetime,
+)
 from .models import utcnow
-from .store import Claim, PersonaNotFoundError, PersonaStore
+from .store import PersonaNotFoundError, PersonaStore
 from .voice_policy import (
     AgentTemplate,
     InvalidPersonaError,
     PersonaSpec,
     choose_voice,
     config_hash,
-    identity_marker,
     identity_of,
     voice_settings,
 )
@@ -101,18 +95,6 @@ class AgentCheck:
         return not self.problems
 
 
-class ClaimTimeoutError(RuntimeError):
-    pass
-
-
-@dataclass
-class _CreateMarker:
-    """Mirrors the persona's create marker during one provisioning: True while a create may have made an
-    agent that nobody recorded. The claim is released with this value."""
-
-    may_exist: bool
-
-
 class AgentGoneError(RuntimeError):
     """The persona's recorded agent no longer exists on ElevenLabs and auto-creation is off."""
 
@@ -124,58 +106,7 @@ class AgentGoneError(RuntimeError):
         )
 
 
-def _default_owner() -> str:
-    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def oldest_first(agents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Agents in adoption order: of several carrying one identity, the oldest is the one to keep."""
-    return sorted(agents, key=lambda agent: (agent.get("created_at_unix_secs") or 0, agent["agent_id"]))
-
-
-def _unix_to_datetime(seconds: Any) -> datetime | None:
-    if not isinstance(seconds, (int, float)):
-        return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
-
-
-class _ClaimHeartbeat:
-    """Renews every claim this service holds while any work is in flight, so a slow create keeps its
-    claim, while a crashed process's claims expire within one lease and are taken over."""
-
-    def __init__(self, store: PersonaStore, owner: str, lease: timedelta):
-        self._store, self._owner, self._lease = store, owner, lease
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        with self._lock:
-            self._in_flight += 1
-            if self._thread is None:
-                self._stop = threading.Event()  # a fresh event: a stopping predecessor keeps its own
-                self._thread = threading.Thread(target=self._run, args=(self._stop,), name="claim-heartbeat", daemon=True)
-                self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-                if self._in_flight == 0 and self._thread is not None:
-                    self._stop.set()
-                    self._thread = None
-
-    def _run(self, stop: threading.Event) -> None:
-        while not stop.wait(self._lease.total_seconds() / 3):
-            try:
-                self._store.renew_claims(self._owner, self._lease)
-            except Exception:  # a missed renewal only shortens the lease; the next one may succeed
-                log.warning("could not renew claims of %s", self._owner, exc_info=True)
-
-
-class ProvisioningService:
+class ProvisioningService(ExactlyOnce):
     def __init__(
         self,
         store: PersonaStore,
@@ -195,11 +126,11 @@ class ProvisioningService:
         self.voice_catalogue = dict(voice_catalogue)
         self.tts_model = tts_model
         self._installation_id = installation_id
-        self.owner = owner or _default_owner()
+        self.owner = owner or default_owner()
         self.claim_lease = claim_lease
         # Long enough for a crashed caller's claim to expire and be taken over.
         self.claim_wait = claim_wait or max(timedelta(minutes=2), 2 * claim_lease)
-        self._heartbeat = _ClaimHeartbeat(store, self.owner, claim_lease)
+        self._heartbeat = ClaimHeartbeat(store, self.owner, claim_lease)
         self.max_create_attempts = max_create_attempts
         # Auto-creation on: an agent deleted upstream is replaced when found gone; off: it is reported.
         self.replace_lost_agents = replace_lost_agents
@@ -212,12 +143,11 @@ class ProvisioningService:
         api_key: str | None = None,
         store: PersonaStore | None = None,
         client: ElevenLabsClient | None = None,
+        priority: Priority = Priority.BATCH,
     ) -> "ProvisioningService":
+        """`priority`: INTERACTIVE where someone waits for the answer (the Python API), else BATCH."""
         if client is None:
-            limiter = RequestLimiter(settings.rate_limit, settings.max_concurrent)
-            client = ElevenLabsClient(
-                api_key if api_key is not None else load_api_key(), settings.base_url, limiter=limiter
-            )
+            client = build_client(settings, api_key=api_key, priority=priority)
         return cls(
             store or PersonaStore(settings.database_url),
             client,
@@ -417,35 +347,7 @@ class ProvisioningService:
             problems.append("prompt differs from the one the current traits produce")
         return AgentCheck(persona_id, agent_id, True, voice_ok, prompt_ok, tuple(problems))
 
-    def _exists_remotely(self, agent_id: str) -> bool:
-        try:
-            self.client.get_agent(agent_id)
-        except NotFoundError:
-            return False
-        return True
-
-    # ---- the exactly-once core ------------------------------------------------------------------
-
-    def _claim(self, persona_id: int, *, replacing: bool) -> Claim:
-        """Claim the persona, waiting (bounded) while another caller's live claim holds it.
-
-        Returns an unacquired claim only when another caller finished the agent while we waited.
-        """
-        deadline = time.monotonic() + self.claim_wait.total_seconds()
-        delay = 0.05
-        while True:
-            claim = self.store.try_claim(persona_id, self.owner, self.claim_lease, replacing=replacing)
-            if claim.persona is None:
-                raise PersonaNotFoundError(persona_id)
-            if claim.acquired or (claim.persona.elevenlabs_agent_id and not replacing):
-                return claim
-            if time.monotonic() >= deadline:
-                raise ClaimTimeoutError(
-                    f"persona {persona_id} is being provisioned by {claim.persona.agent_claim_owner}; "
-                    f"gave up waiting after {self.claim_wait.total_seconds():.0f}s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    # ---- provisioning under a claim (the exactly-once steps are in exactly_once.py) ---------------
 
     def _provision_claimed(self, spec: PersonaSpec, **options: Any) -> ProvisionResult:
         with self._heartbeat.held():
@@ -462,7 +364,7 @@ class ProvisioningService:
         old_agent = before.elevenlabs_agent_id if force else None
 
         payload = self.payload_for(spec)
-        marker = _CreateMarker(may_exist=before.agent_create_attempted_at is not None)
+        marker = CreateMarker(may_exist=before.agent_create_attempted_at is not None)
         try:
             found, duplicates = self._adopt_or_create(spec, payload, marker, exclude=old_agent, search_first=adopt_existing)
         except BaseException:
@@ -470,7 +372,7 @@ class ProvisioningService:
             raise
         agent_id = found["agent_id"]
         outcome = Outcome.ADOPTED if found.get("adopted") else Outcome.CREATED
-        created_at = _unix_to_datetime(found.get("created_at_unix_secs")) or utcnow()
+        created_at = unix_to_datetime(found.get("created_at_unix_secs")) or utcnow()
 
         if force and outcome is Outcome.CREATED:
             outcome = Outcome.RECREATED
@@ -483,51 +385,11 @@ class ProvisioningService:
         else:
             reason = f"replaces agent {replaces}, gone from ElevenLabs" if replaces else "persona had no agent"
         if not self._record(spec, payload, agent_id, outcome, reason, created_at=created_at):
-            return self._lost_claim(spec, agent_id)
-        problems = [self._delete_quietly(persona_id, extra, f"duplicate: persona {persona_id} keeps agent {agent_id}")
-                    for extra in duplicates]
-        if old_agent and old_agent != agent_id:
-            problems.append(self._delete_quietly(persona_id, old_agent, f"replaced by {agent_id}"))
+            return self._result(spec, Outcome.PRESENT, self._settle_lost_claim(spec, agent_id))
+        problems = self._delete_leftovers(persona_id, agent_id, duplicates, old_agent)
         log.info("persona %s: %s agent %s", persona_id, outcome.value, agent_id)
         result = self._result(spec, outcome, agent_id)
-        problems = [problem for problem in problems if problem]
         return dataclasses.replace(result, error="; ".join(problems)) if problems else result
-
-    def _adopt_or_create(
-        self, spec: PersonaSpec, payload: dict[str, Any], marker: "_CreateMarker", *, exclude: str | None, search_first: bool
-    ) -> tuple[dict[str, Any], list[str]]:
-        """The agent to record (adopted ones flagged `adopted`) and the duplicates of it to delete afterwards.
-
-        Never creates while a create may exist unsettled: a search must succeed first. Its errors
-        propagate with the marker untouched; a create's unambiguous failure proves it made nothing.
-        """
-        last_error: ElevenLabsError | None = None
-        for attempt in range(self.max_create_attempts):
-            if marker.may_exist or search_first:
-                matches = self._find_existing(spec.persona_id, exclude=exclude)
-                if matches:
-                    marker.may_exist = True  # an agent exists until it is recorded
-                    [keep, *duplicates] = matches
-                    if search_first:
-                        # Unlike the agent of our own lost create, it may have been built from older traits.
-                        self.client.update_agent(keep["agent_id"], payload)
-                    return keep | {"adopted": True}, [agent["agent_id"] for agent in duplicates]
-                marker.may_exist = search_first = False
-            if last_error is not None:  # back off before creating again, not before the search above
-                wait = last_error.retry_after if isinstance(last_error, RateLimitedError) else None
-                time.sleep(wait or random.uniform(0, min(30.0, 0.5 * 2 ** (attempt - 1))))
-            marker.may_exist = True  # from here on the create may reach the server
-            try:
-                return {"agent_id": self.client.create_agent(payload)}, []
-            except ElevenLabsError as exc:
-                if not exc.ambiguous:
-                    marker.may_exist = False  # nothing was created, and earlier creates were settled above
-                    if not isinstance(exc, RateLimitedError):
-                        raise
-                last_error = exc
-                log.warning("persona %s: create attempt %d failed (%s)", spec.persona_id, attempt + 1, exc)
-        assert last_error is not None
-        raise last_error
 
     def _record(
         self, spec: PersonaSpec, payload: dict[str, Any], agent_id: str, outcome: Outcome, reason: str, **extra: Any
@@ -545,57 +407,3 @@ class ProvisioningService:
             reason=reason,
             **extra,
         )
-
-    def _lost_claim(self, spec: PersonaSpec, agent_id: str) -> ProvisionResult:
-        """Our lease ran out and another caller took over, or the persona was deleted meanwhile; keep what
-        the persona records, remove ours so nothing is orphaned."""
-        current = self.store.get(spec.persona_id)
-        if current is None:
-            self.delete_remote_agent(spec.persona_id, agent_id, reason="persona deleted while its agent was made")
-            raise PersonaNotFoundError(spec.persona_id)
-        if current.elevenlabs_agent_id == agent_id:
-            return self._result(spec, Outcome.PRESENT, agent_id)  # the caller that took over adopted ours
-        if current.elevenlabs_agent_id:
-            self.delete_remote_agent(spec.persona_id, agent_id, reason="duplicate after a lost claim")
-            return self._result(spec, Outcome.PRESENT, current.elevenlabs_agent_id)
-        raise ClaimTimeoutError(f"persona {spec.persona_id}: claim lost before agent {agent_id} could be saved")
-
-    def _find_existing(self, persona_id: int, *, exclude: str | None) -> list[dict[str, Any]]:
-        """This installation's agents carrying the persona's identity (other than `exclude`), oldest first.
-
-        Raises whatever the search raises: an unanswered search proves nothing either way.
-        """
-        matches = [
-            agent
-            for agent in self.client.list_agents(search=identity_marker(persona_id))
-            if self.owns(agent, persona_id) and agent.get("agent_id") != exclude
-        ]
-        if len(matches) > 1:
-            log.warning("persona %s: %d agents carry its identity; keeping the oldest", persona_id, len(matches))
-        return oldest_first(matches)
-
-    def delete_remote_agent(self, persona_id: int, agent_id: str, *, reason: str) -> None:
-        """Delete the agent and record it in the persona's history; one already gone is left unrecorded
-        (whoever removed it recorded it, e.g. an adoption that deleted a planned duplicate).
-
-        A DELETE whose answer was lost is settled by looking the agent up: gone means deleted.
-        """
-        try:
-            self.client.delete_agent(agent_id)
-        except NotFoundError:
-            return
-        except ElevenLabsError as exc:
-            if not exc.ambiguous or self._exists_remotely(agent_id):
-                raise
-            log.info("persona %s: DELETE of %s went unanswered; the agent is gone", persona_id, agent_id)
-        self.store.record_event(persona_id, agent_id, "deleted", reason)
-
-    def _delete_quietly(self, persona_id: int, agent_id: str, reason: str) -> str | None:
-        """Delete an agent the persona no longer needs; a failure is reported, not raised (the agent is
-        saved already, and `persona-agents plan` lists what is left)."""
-        try:
-            self.delete_remote_agent(persona_id, agent_id, reason=reason)
-        except ElevenLabsError as exc:
-            log.warning("persona %s: could not delete agent %s (%s): %s", persona_id, agent_id, reason, exc)
-            return f"agent {agent_id} ({reason}) could not be deleted: {exc}"
-        return None

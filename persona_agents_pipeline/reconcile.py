@@ -15,8 +15,9 @@ from enum import Enum
 from typing import Any, Callable, Iterable
 
 from .elevenlabs.errors import ElevenLabsError
+from .exactly_once import oldest_first
 from .models import Persona
-from .provisioning import ProvisioningService, ProvisionResult, oldest_first
+from .provisioning import ProvisioningService, ProvisionResult
 from .voice_policy import AgentTemplate, InvalidPersonaError, config_hash, identity_of, voice_settings
 
 

@@ -15,12 +15,14 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import ConfigurationError
+from .migrations.change_log import VERSION_TABLE
 from .models import AgentEvent, Persona, PersonaChange, utcnow
 from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
 
@@ -70,10 +72,10 @@ def _normalise_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def create_store_engine(database_url: str) -> Engine:
+def create_store_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     url = make_url(_normalise_url(database_url))
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +96,28 @@ def create_store_engine(database_url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _adopt_legacy_version_row(connection, config: Config) -> None:
+    """Releases before 0.2 kept their revision in Alembic's default `alembic_version`, which the
+    application may share for its own migrations: move our row (only ours) to VERSION_TABLE."""
+    tables = set(inspect(connection).get_table_names())
+    if VERSION_TABLE in tables or "alembic_version" not in tables:
+        return
+    ours = [script.revision for script in ScriptDirectory.from_config(config).walk_revisions()]
+    legacy = connection.execute(
+        text("SELECT version_num FROM alembic_version WHERE version_num IN :ours").bindparams(
+            sqlalchemy.bindparam("ours", expanding=True)
+        ),
+        {"ours": ours},
+    ).scalar()
+    if legacy is None:
+        return  # the application's own Alembic history: not ours to touch
+    connection.execute(text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+    connection.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)"), {"v": legacy})
+    connection.execute(text("DELETE FROM alembic_version WHERE version_num = :v"), {"v": legacy})
+    if connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 0:
+        connection.execute(text("DROP TABLE alembic_version"))
 
 
 class PersonaStore:
@@ -121,6 +145,7 @@ class PersonaStore:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
+            _adopt_legacy_version_row(connection, config)
             before = self._current_revision(connection)
             command.upgrade(config, "head")
             after = self._current_revision(connection)
@@ -145,7 +170,7 @@ class PersonaStore:
     def _current_revision(connection) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
-        return MigrationContext.configure(connection).get_current_revision()
+        return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
     # ---- personas -------------------------------------------------------------------------------
 

@@ -47,6 +47,15 @@ def postgres_url(postgres_server):
     admin.dispose()
 
 
+@pytest.fixture(autouse=True)
+def _release_budget_connections():
+    """Each test's databases get their own budget engine in this process; close them with the test."""
+    yield
+    from persona_agents_pipeline.client_factory import close_budget_backends
+
+    close_budget_backends()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'personas.db'}"

@@ -163,4 +163,21 @@ def test_an_installation_from_before_the_namespaced_tables_keeps_its_history(sql
     assert [(event.agent_id, event.reason) for event in store.history(1)] == [("agent_x", "old")]
     [persona_id] = store.add_personas([{"name": "Bo", "temper_level": 0.5, "chattiness": 0.5, "emotional_attachment": 0.5}])
     assert [change.persona_id for change in store.changes_since(0)] == [persona_id]
+    with store.engine.connect() as connection:  # our revision moved out of the shared `alembic_version`
+        assert "alembic_version" not in inspect(connection).get_table_names()
     store.engine.dispose()
+
+
+def test_the_applications_own_alembic_history_is_left_alone(sqlite_url):
+    app = create_engine(sqlite_url)
+    with app.begin() as connection:  # an application that runs Alembic itself
+        connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO alembic_version VALUES ('app_rev_42')"))
+    store = PersonaStore(sqlite_url)
+    assert store.upgrade() == ["0003_namespaced_tables"]
+    assert store.upgrade() == []
+    with app.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["app_rev_42"]
+        assert connection.execute(text("SELECT version_num FROM persona_agents_alembic_version")).scalar() == "0003_namespaced_tables"
+    store.engine.dispose()
+    app.dispose()

@@ -1,14 +1,15 @@
 """Resources: the persona store and the ElevenLabs API, and the provisioning service built from both."""
 
 
+import dataclasses
 import threading
 
 import dagster as dg
 from pydantic import Field
 
+from ..client_factory import build_client
 from ..config import ConfigurationError, Settings
 from ..elevenlabs.client import ElevenLabsClient
-from ..elevenlabs.rate_limit import RequestLimiter
 from ..provisioning import ProvisioningService
 from ..store import PersonaStore, SchemaError
 from ..voice_policy import AgentTemplate
@@ -50,22 +51,30 @@ class ElevenLabsResource(dg.ConfigurableResource):
         default=None, description="API base URL; empty means ELEVENLABS_BASE_URL or https://api.elevenlabs.io."
     )
     rate_limit: float | None = Field(
-        default=None, description="Requests per second this process may send; empty means ELEVENLABS_RATE_LIMIT (5)."
+        default=None,
+        description="Requests per second for the whole account (a ceiling); empty means ELEVENLABS_RATE_LIMIT (none).",
     )
     max_concurrent: int | None = Field(
-        default=None, description="Requests in flight at once; empty means ELEVENLABS_MAX_CONCURRENT (4)."
+        default=None,
+        description="Requests in flight for the whole account (a ceiling); empty means ELEVENLABS_MAX_CONCURRENT, "
+        "else the account's discovered limit.",
     )
 
     def settings(self) -> Settings:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        return dataclasses.replace(
+            settings,
+            base_url=(self.base_url or settings.base_url).rstrip("/"),
+            rate_limit=self.rate_limit or settings.rate_limit,
+            max_concurrent=self.max_concurrent or settings.max_concurrent,
+        )
 
     def concurrency(self) -> int:
-        return self.max_concurrent or self.settings().max_concurrent
+        """Threads per step; the shared budget decides how many of them have a request in flight."""
+        return self.settings().worker_threads
 
     def build_client(self) -> ElevenLabsClient:
-        settings = self.settings()
-        limiter = RequestLimiter(self.rate_limit or settings.rate_limit, self.concurrency())
-        return ElevenLabsClient(self.api_key, (self.base_url or settings.base_url).rstrip("/"), limiter=limiter)
+        return build_client(self.settings(), api_key=self.api_key)
 
 
 def provisioning_service(persona_store: PersonaStoreResource, elevenlabs: ElevenLabsResource) -> ProvisioningService:

@@ -5,6 +5,9 @@ Retry policy, and why:
 * GET, PATCH (same body) and DELETE are idempotent: 429, 5xx, timeouts and
   connection errors are retried with exponential backoff and full jitter,
   honouring Retry-After (capped at 60 s).
+* The two 429s differ: `too_many_concurrent_requests` / `concurrent_limit_exceeded` means the account
+  has too many requests in flight: wait briefly, retry, and tell the budget to use fewer slots;
+  `system_busy` means ElevenLabs is overloaded: every caller pauses with exponential backoff.
 * POST create is not idempotent: a retry after the request may have reached
   the server can create a duplicate agent (reference §4.4). Only failures that
   prove nothing was created are retried: 429, and connections that were never
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -40,11 +44,15 @@ from .errors import (
     ServerError,
     error_from_response,
 )
+from .budget import PLAN_CONCURRENCY, SharedBudget
 from .rate_limit import RequestLimiter
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_RETRY_AFTER = 60.0
+CONCURRENCY_CODES = frozenset({"concurrent_limit_exceeded", "too_many_concurrent_requests"})
+SYSTEM_BUSY = "system_busy"
+LIMIT_HEADER = "maximum-concurrent-requests"
 NO_KEY_MESSAGE = (
     "No ElevenLabs API key: set ELEVENLABS_API_KEY or the credentials file, or give the client a key "
     "(the sandbox accepts 'sandbox-test-key')"
@@ -101,7 +109,7 @@ class ElevenLabsClient:
         base_url: str = DEFAULT_BASE_URL,
         *,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        limiter: RequestLimiter | None = None,
+        limiter: RequestLimiter | SharedBudget | None = None,
         max_attempts: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -117,6 +125,8 @@ class ElevenLabsClient:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self._discovery_lock = threading.Lock()
+        self._discovered = False
         pool_size = max(10, limiter.max_concurrent or 0) if limiter else 10
         self._session = requests.Session()
         # max_retries=0: retries are decided here, where we know whether a method is safe to repeat.
@@ -190,6 +200,31 @@ class ElevenLabsClient:
         if not isinstance(body, dict) or not body.get("voice_id"):
             raise MalformedResponseError("voice answer lacks 'voice_id'")
         return body
+
+    # ---- the account's limits -----------------------------------------------------------
+
+    def discover_limits(self) -> None:
+        """Tell the limiter the account's concurrency: `subscription_extras.concurrency` from GET /v1/user,
+        else the plan's documented figure. Headers, when the API sends them, overrule both later."""
+        with self._discovery_lock:
+            if self._discovered:
+                return
+            self._discovered = True  # first, so the GET below does not discover again
+            try:
+                user = self._request("GET", "/v1/user")
+            except ElevenLabsError as exc:
+                # A key without user_read: configuration (or the safe default) stays in force.
+                logger.info("could not read the account's limits from GET /v1/user: %s", exc)
+                return
+        if not isinstance(user, dict) or self.limiter is None:
+            return
+        concurrency = (user.get("subscription_extras") or {}).get("concurrency")
+        if isinstance(concurrency, int) and concurrency > 0:
+            self.limiter.observe_limit(concurrency, "account")
+            return
+        tier = str((user.get("subscription") or {}).get("tier") or "").lower()
+        if tier in PLAN_CONCURRENCY:
+            self.limiter.observe_limit(PLAN_CONCURRENCY[tier], "plan")
 
     # ---- connection check ---------------------------------------------------------------
 
@@ -276,7 +311,7 @@ class ElevenLabsClient:
         return text.replace(self._api_key, "***") if self._api_key else text
 
     def _backoff(self, attempt: int) -> float:
-        return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+        return random.uniform(0.0, self._backoff_ceiling(attempt))
 
     def _send_once(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One HTTP exchange; transport failures become ApiConnectionError/ApiTimeoutError."""
@@ -296,6 +331,9 @@ class ElevenLabsClient:
             # Raised outside the `except`, so nothing is chained: some transport errors (e.g. requests'
             # InvalidHeader) quote request headers, and chained errors end up in Dagster's event log.
             raise failure
+        announced = response.headers.get(LIMIT_HEADER, "")
+        if self.limiter and announced.strip().isdigit():
+            self.limiter.observe_limit(int(announced), "header")
         logger.debug("%s %s -> %s in %.3fs", method, path, response.status_code, time.monotonic() - started)
         return response
 
@@ -329,6 +367,8 @@ class ElevenLabsClient:
     ) -> Any:
         if not self._api_key:
             raise AuthenticationError(NO_KEY_MESSAGE)
+        if self.limiter and not self._discovered and self.limiter.wants_discovery():
+            self.discover_limits()
         previous_ambiguous = False
         for attempt in range(1, self.max_attempts + 1):
             last_attempt = attempt == self.max_attempts
@@ -338,6 +378,8 @@ class ElevenLabsClient:
                     raise error_from_response(
                         response.status_code, self._redact(response.text), response.headers
                     )
+                if self.limiter:
+                    self.limiter.succeeded()
                 return self._decode(response, expect_json=expect_json, during_create=not idempotent)
             except NotFoundError:
                 # A retried DELETE whose first try may have worked: the agent is gone, as asked.
@@ -361,13 +403,21 @@ class ElevenLabsClient:
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
     def _wait_after_429(self, exc: RateLimitedError, attempt: int) -> float:
-        if exc.retry_after is None:
+        if exc.code in CONCURRENCY_CODES:
+            # Our slots are free again as soon as this request returns; only fewer of them may be used.
+            if self.limiter:
+                self.limiter.concurrency_exceeded()
+            return min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after is not None else self._backoff(1)
+        if exc.retry_after is None and exc.code != SYSTEM_BUSY:
             return self._backoff(attempt)
-        delay = min(exc.retry_after, MAX_RETRY_AFTER)
+        # system_busy, or a rate limit with Retry-After: every caller must back off, not only this one.
+        delay = min(exc.retry_after if exc.retry_after is not None else self._backoff_ceiling(attempt), MAX_RETRY_AFTER)
         if self.limiter:
-            # Every thread must back off, not only the one that was told to.
             self.limiter.pause(delay)
         return delay
+
+    def _backoff_ceiling(self, attempt: int) -> float:
+        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
 
     @staticmethod
     def _decode(response: requests.Response, *, expect_json: bool, during_create: bool) -> Any:

@@ -1,5 +1,8 @@
 """Client-side request pacing shared by every thread of one process.
 
+Only in use with PERSONA_AGENTS_BUDGET_URL=off (and by the benchmarks' reimplementation of the original
+approach): normally every process draws on the account's shared budget (budget.py).
+
 A server that counts requests in a sliding 1-second window and allows `rate`
 of them must never see `rate + 1` inside any such window. A classic token
 bucket cannot promise that: with capacity B it lets B + rate requests through
@@ -52,6 +55,7 @@ class RequestLimiter:
             raise ValueError("max_concurrent must be at least 1 or None")
         self.rate_per_second = rate_per_second
         self.max_concurrent = max_concurrent
+        self._concurrency_ceiling = max_concurrent
         self._cond = threading.Condition()
         self._in_flight = 0
         self._paused_until = 0.0
@@ -93,6 +97,25 @@ class RequestLimiter:
             if self.rate_per_second is not None and now - self._last_rate_change >= self._window:
                 self._set_rate(max(self.rate_per_second * 0.25, self._effective_rate * 0.9), now)
             self._cond.notify_all()
+
+    # The account-limit hooks of SharedBudget. This per-process limiter (budget switched off) asks for no
+    # discovery; an announced concurrency only becomes its cap, within the configured one.
+
+    def wants_discovery(self) -> bool:
+        return False
+
+    def observe_limit(self, limit: int, source: str) -> None:
+        capped = min(limit, self._concurrency_ceiling) if self._concurrency_ceiling else limit
+        if capped != self.max_concurrent:
+            with self._cond:
+                self.max_concurrent = capped
+                self._cond.notify_all()
+
+    def concurrency_exceeded(self) -> None:
+        """Nothing to share: pause() already adapts this process's rate."""
+
+    def succeeded(self) -> None:
+        """Nothing to share: the rate recovers by itself after quiet periods."""
 
     def _set_rate(self, rate: float, now: float) -> None:
         self._effective_rate = rate

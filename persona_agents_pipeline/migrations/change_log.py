@@ -6,6 +6,8 @@ which may have tables of its own called `persona_changes` or `agent_events`.
 
 import sqlalchemy as sa
 
+# Alembic's own bookkeeping too: the application may run Alembic itself, with its own `alembic_version`.
+VERSION_TABLE = "persona_agents_alembic_version"
 CHANGE_LOG_TABLE = "persona_agents_changes"
 EVENTS_TABLE = "persona_agents_events"
 EVENTS_INDEX = "ix_persona_agents_events_persona_id"

@@ -31,6 +31,8 @@ CONCURRENCY_MESSAGE = (
     "affect other users negatively. Please upgrade your subscription or contact sales if you want to increase "
     "this limit."
 )
+BUSY_MESSAGE = ("Our services are experiencing high levels of traffic and your request could not be processed. "
+                "Retry the request with exponential backoff.")
 RATE_MESSAGE = "Too many requests. You have exceeded the rate limit of {n} requests per second; retry with backoff."
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _REQUEST_LOG_SIZE = 100_000
@@ -55,6 +57,11 @@ class SandboxConfig:
     search_fault: str | None = None
     search_fault_rate: float = 1.0
     search_timeout_seconds: float = 2.0
+    system_busy_rate: float = 0.0  # fraction answered 429 system_busy (nothing is done)
+    # How the account's concurrency (max_concurrent) is made known, as the real API may: "header"
+    # (current-/maximum-concurrent-requests on every answer), "user" (GET /v1/user
+    # subscription_extras.concurrency), "both", or "none" (then /v1/user shows only the plan).
+    announce_limit: str = "user"
     seed: int | None = None
 
 
@@ -171,6 +178,7 @@ class SandboxApi:
         self._rng = random.Random(config.seed)
         self._in_flight = 0
         self._peak_in_flight = 0
+        self._peak_attempted = 0  # in flight including the requests refused with 429
         self._accepted_times: deque[float] = deque()  # arrivals inside the current rate window
         self._status_counts: Counter[str] = Counter()
         self._log: deque[RequestRecord] = deque(maxlen=_REQUEST_LOG_SIZE)
@@ -186,6 +194,8 @@ class SandboxApi:
         reply = DROP
         with self._lock:
             self._in_flight += 1
+            self._peak_attempted = max(self._peak_attempted, self._in_flight)
+            in_flight_seen = self._in_flight
             limited = self._limit_reply(arrived, request_id)
             if limited is None:
                 self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
@@ -198,6 +208,7 @@ class SandboxApi:
                 reply = self._authorised(method, path, _Query(query), headers, body, request_id)
             if reply is not DROP:
                 reply.headers.setdefault("x-trace-id", request_id)
+                self._announce(reply, in_flight_seen)
             return reply
         finally:
             # Released before the transport writes the answer, so a client that starts its next
@@ -233,6 +244,20 @@ class SandboxApi:
             self._accepted_times.append(now)
         return None
 
+    def _announce(self, reply: Reply, in_flight: int) -> None:
+        if self.config.max_concurrent is not None and self.config.announce_limit in ("header", "both"):
+            reply.headers["current-concurrent-requests"] = str(in_flight)
+            reply.headers["maximum-concurrent-requests"] = str(self.config.max_concurrent)
+
+    def _user(self) -> Reply:
+        user = dict(data.USER)
+        announce = self.config.announce_limit
+        if announce in ("user", "both") and self.config.max_concurrent is not None:
+            user["subscription_extras"] = {**data.USER["subscription_extras"], "concurrency": self.config.max_concurrent}
+        elif announce in ("header", "none"):
+            del user["subscription_extras"]
+        return Reply(200, user)
+
     def _roll(self, probability: float) -> bool:
         if probability <= 0:
             return False
@@ -266,6 +291,8 @@ class SandboxApi:
                           legacy_status="invalid_api_key")
         if self._roll(self.config.error_rate):
             return self._server_error(request_id)
+        if self._roll(self.config.system_busy_rate):
+            return _error(429, "rate_limit_error", "system_busy", BUSY_MESSAGE, request_id)
         try:
             return self._route(method, path, query, body, request_id)
         except _QueryError as exc:
@@ -277,7 +304,7 @@ class SandboxApi:
             ("v1", "convai", "agents", "create"): {"POST": lambda: self._create(body, request_id)},
             ("v1", "convai", "agents"): {"GET": lambda: self._search_fault(query, request_id) or self._list(query)},
             ("v1", "voices"): {"GET": lambda: self._voices(query)},
-            ("v1", "user"): {"GET": lambda: Reply(200, data.USER)},
+            ("v1", "user"): {"GET": self._user},
             ("v1", "user", "subscription"): {"GET": lambda: Reply(200, data.SUBSCRIPTION)},
             ("v1", "models"): {"GET": lambda: Reply(200, data.MODELS)},
         }
@@ -465,6 +492,7 @@ class SandboxApi:
             log = list(self._log)
             counts = dict(self._status_counts)
             peak = self._peak_in_flight
+            attempted = self._peak_attempted
         return {
             "requests_total": len(log),
             "requests_by_status": counts,
@@ -472,6 +500,7 @@ class SandboxApi:
             "dropped": counts.get("dropped", 0),
             "agents": self.store.count(),
             "peak_concurrency": peak,
+            "peak_attempted_concurrency": attempted,
             "max_requests_in_1s_window": _max_in_window([r.arrived for r in log]),
         }
 

@@ -1,0 +1,86 @@
+"""The one place an ElevenLabs client is built, with the account's shared budget: the CLI, the Python API,
+the Dagster resource and the benchmarks all call `build_client`."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from urllib.parse import urlsplit
+
+from .config import BUDGET_OFF, ConfigurationError, Settings, load_api_key
+from .elevenlabs.budget import BudgetBackend, Priority, SharedBudget
+from .elevenlabs.client import ElevenLabsClient
+from .elevenlabs.rate_limit import RequestLimiter
+from .store import create_store_engine
+
+_backends: dict[str, BudgetBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def budget_backend(url: str) -> BudgetBackend:
+    """One backend (engine or Redis connection pool) per URL per process; one that does not answer is a
+    configuration error naming the setting (the URL is shown without its password)."""
+    with _backends_lock:
+        if url not in _backends:
+            _backends[url] = _open_backend(url)
+        return _backends[url]
+
+
+def close_budget_backends() -> None:
+    """Release every budget connection of this process (tests open one store per test)."""
+    with _backends_lock:
+        for backend in _backends.values():
+            backend.close()
+        _backends.clear()
+
+
+def _open_backend(url: str) -> BudgetBackend:
+    try:
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            from .elevenlabs.budget_redis import RedisBudgetBackend
+
+            backend = RedisBudgetBackend(url)
+            backend.client.ping()
+            return backend
+        from .elevenlabs.budget_sql import SqlBudgetBackend
+
+        # Short transactions from at most `concurrency` threads: a few connections are plenty.
+        return SqlBudgetBackend(create_store_engine(url, pool_size=2, max_overflow=8))
+    except Exception as exc:  # any driver's failure to connect or parse: say which setting to fix
+        shown = urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl()
+        raise ConfigurationError(
+            f"the API budget store {shown} cannot be used ({type(exc).__name__}); check "
+            "PERSONA_AGENTS_BUDGET_URL (or PERSONAS_DATABASE_URL, where the budget lives by default)"
+        ) from None
+
+
+def account_id(base_url: str, api_key: str | None) -> str:
+    """Names the account's budget without storing anything that reveals the key."""
+    return hashlib.sha256(f"{base_url.rstrip('/')}\0{api_key or ''}".encode()).hexdigest()[:32]
+
+
+def build_limiter(settings: Settings, api_key: str | None, priority: Priority) -> SharedBudget | RequestLimiter:
+    if settings.budget_url == BUDGET_OFF:
+        return RequestLimiter(settings.rate_limit, settings.max_concurrent)
+    return SharedBudget(
+        budget_backend(settings.budget_url or settings.database_url),
+        account_id(settings.base_url, api_key),
+        priority=priority,
+        concurrency_ceiling=settings.max_concurrent,
+        rate_per_second=settings.rate_limit,
+        lease_seconds=settings.budget_lease_seconds,
+        interactive_reserve=settings.interactive_reserve,
+    )
+
+
+def build_client(
+    settings: Settings,
+    *,
+    api_key: str | None = None,
+    priority: Priority = Priority.BATCH,
+    **client_options,
+) -> ElevenLabsClient:
+    """A client for `settings.base_url` whose every request draws on the account's shared budget."""
+    key = api_key if api_key is not None else load_api_key()
+    return ElevenLabsClient(key, settings.base_url, limiter=build_limiter(settings, key, priority), **client_options)
+

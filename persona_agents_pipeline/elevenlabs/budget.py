@@ -1,0 +1,293 @@
+"""One API budget per ElevenLabs account, shared by every process that calls it.
+
+The account's limits hold for the account, not per process: the CLI, the application's `ensure_agent`
+calls and every Dagster run on every host spend the same concurrency. So the budget lives where all of
+them meet: the personas database (SQLite or PostgreSQL, `budget_sql.py`) or Redis (`budget_redis.py`).
+
+Two rules, both shared:
+
+* **Leased in-flight slots.** A request holds one of `concurrency` numbered slots while it runs. A slot
+  is a lease with an expiry, so a process killed mid-request never holds it for longer than one lease;
+  live requests finish well inside it (the lease exceeds the client's connect + read timeouts).
+* **Request starts in a sliding window** (only when a rate is configured; ElevenLabs throttles on
+  concurrency): a ring of floor(rate) start times; a request may start only on the ring entry whose
+  time is older than the window plus a margin, so no window ever sees more than floor(rate) starts.
+
+Interactive callers (`ensure_agent` while a trainee waits) come first: while any has been seen in the
+last INTERACTIVE_RECENT_SECONDS, the lowest slots and ring entries are reserved for them, so a backfill
+never takes the whole budget; when none has, a backfill may use all of it.
+
+Why by hand: pyrate-limiter and `limits` pace request *rates* in Redis/SQL, but neither holds leased
+in-flight slots (a counter a killed process cannot leak), shares an adaptive concurrency, or reserves
+headroom by priority atomically with them; the rate ring here is the same sliding-window log they use.
+
+The concurrency itself is discovered and adapted (`observe_limit`, `concurrency_exceeded`,
+`succeeded`): the account's own figure when known, capped by any configured ceiling; cut on
+`too_many_concurrent_requests`, grown back while quiet. The state change is one compare-and-set, so
+simultaneous 429s across processes cut once.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Iterator, Protocol
+
+# How much each kind of evidence about the account's concurrency is trusted; a higher one replaces a lower.
+SOURCE_RANK = {"default": 0, "configuration": 1, "plan": 2, "account": 3, "header": 4}
+# The smallest plan's concurrency (Free, ../shared/elevenlabs-api.md §5): safe when nothing is known.
+DEFAULT_CONCURRENCY = 2
+# Documented concurrency per plan (§5, the Multilingual v2 column: the conservative one).
+PLAN_CONCURRENCY = {"free": 2, "starter": 3, "creator": 5, "pro": 10, "scale": 15, "business": 15}
+CUT_FACTOR = 0.75
+QUIET_SECONDS_BEFORE_GROWTH = 5.0
+STATE_REFRESH_SECONDS = 0.25
+INTERACTIVE_RECENT_SECONDS = 60.0
+
+
+class Priority(str, Enum):
+    INTERACTIVE = "interactive"  # someone is waiting: ensure_agent before a session
+    BATCH = "batch"  # CLI bulk commands, Dagster runs, backfills
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    account_limit: int  # the account's concurrency as best known (capped by the configured ceiling)
+    concurrency: int  # slots usable now: account_limit, or fewer after too_many_concurrent_requests
+    source: str  # a SOURCE_RANK key: where account_limit came from
+    paused_until: float = 0.0  # epoch seconds; nothing starts before (system_busy, Retry-After)
+    changed_at: float = 0.0  # last cut or growth, epoch seconds
+    interactive_seen_at: float = 0.0  # last request of an interactive caller, epoch seconds
+    version: int = 0  # bumped by every change (compare-and-set)
+
+
+class BudgetBackend(Protocol):
+    """Atomic primitives over shared storage; all policy lives in SharedBudget."""
+
+    def state(self, account: str) -> BudgetState | None: ...
+
+    def create_state(self, account: str, state: BudgetState) -> None:
+        """Insert the state unless one exists (another process may have won)."""
+
+    def compare_and_set(self, account: str, expected_version: int, new: BudgetState) -> bool: ...
+
+    def take_slot(self, account: str, first: int, end: int, holder: str, now: float, lease_until: float) -> int | None:
+        """Lease the lowest slot in [first, end) whose lease has expired; None when all are held."""
+
+    def release_slot(self, account: str, slot: int, holder: str) -> None: ...
+
+    def take_start(self, account: str, first: int, end: int, now: float, window: float) -> float:
+        """Record a start on the oldest ring entry in [first, end) if older than `window`: 0.0;
+        else the seconds until it will be."""
+
+    def held_slots(self, account: str, now: float) -> int:
+        """Slots whose lease has not expired (for tests and status)."""
+
+    def close(self) -> None:
+        """Release the connections."""
+
+
+def reserved_for_interactive(total: int, fraction: float) -> int:
+    """Slots (or starts) kept for interactive callers: a fraction, at least one, and never all."""
+    if total < 2 or fraction <= 0:
+        return 0
+    return min(total - 1, max(1, round(total * fraction)))
+
+
+class SharedBudget:
+    """The budget as one client sees it: `slot()` around every request, plus what responses teach."""
+
+    def __init__(
+        self,
+        backend: BudgetBackend,
+        account: str,
+        *,
+        priority: Priority = Priority.BATCH,
+        concurrency_ceiling: int | None = None,
+        rate_per_second: float | None = None,
+        lease_seconds: float = 45.0,
+        interactive_reserve: float = 0.1,
+        window_seconds: float = 1.0,
+        jitter_margin_seconds: float = 0.1,
+    ) -> None:
+        if concurrency_ceiling is not None and concurrency_ceiling < 1:
+            raise ValueError("concurrency_ceiling must be at least 1 or None")
+        if rate_per_second is not None and rate_per_second <= 0:
+            raise ValueError("rate_per_second must be positive or None")
+        self.backend, self.account, self.priority = backend, account, priority
+        self.concurrency_ceiling = concurrency_ceiling
+        self.rate_per_second = rate_per_second
+        self.lease_seconds = lease_seconds
+        self.interactive_reserve = interactive_reserve
+        self._window = window_seconds + jitter_margin_seconds
+        self._ring = max(1, math.floor(rate_per_second)) if rate_per_second else 0
+        self._cached: BudgetState | None = None
+        self._cached_at = -math.inf
+        self._lock = threading.Lock()
+        # At most `concurrency` threads of this process poll the shared store; the rest wait here.
+        self._local = threading.Condition()
+        self._local_waiting_or_running = 0
+        initial = concurrency_ceiling or DEFAULT_CONCURRENCY
+        source = "configuration" if concurrency_ceiling else "default"
+        backend.create_state(account, BudgetState(initial, initial, source))
+
+    def __repr__(self) -> str:
+        return (f"SharedBudget(backend={type(self.backend).__name__}, priority={self.priority.value}, "
+                f"ceiling={self.concurrency_ceiling}, rate={self.rate_per_second})")
+
+    @property
+    def max_concurrent(self) -> int:
+        """An upper bound of this process's requests in flight (sizes the HTTP connection pool)."""
+        return self.concurrency_ceiling or max(16, self.state().concurrency)
+
+    # ---- state --------------------------------------------------------------------------------
+
+    def state(self, *, fresh: bool = False) -> BudgetState:
+        with self._lock:
+            now = time.monotonic()
+            if fresh or self._cached is None or now - self._cached_at >= STATE_REFRESH_SECONDS:
+                self._cached = self.backend.state(self.account)
+                self._cached_at = now
+            assert self._cached is not None, "budget state vanished from the shared store"
+            return self._cached
+
+    def _change(self, propose) -> bool:
+        """Apply `propose(current) -> new state or None` with compare-and-set; retried on a lost race."""
+        for _ in range(10):
+            current = self.state(fresh=True)
+            proposed = propose(current)
+            if proposed is None:
+                return False
+            if self.backend.compare_and_set(self.account, current.version,
+                                            replace(proposed, version=current.version + 1)):
+                self.state(fresh=True)
+                return True
+        return False
+
+    def wants_discovery(self) -> bool:
+        """True while the account's own figure is unknown (only configuration or the default)."""
+        return SOURCE_RANK[self.state().source] < SOURCE_RANK["plan"]
+
+    def observe_limit(self, limit: int, source: str) -> None:
+        """Evidence of the account's concurrency: the header, `GET /v1/user`, or the plan's figure."""
+        if limit < 1:
+            return
+        capped = min(limit, self.concurrency_ceiling) if self.concurrency_ceiling else limit
+        current = self.state()
+        if current.account_limit == capped and current.source == source:
+            return
+
+        def propose(state: BudgetState) -> BudgetState | None:
+            if SOURCE_RANK[source] < SOURCE_RANK[state.source]:
+                return None
+            if state.account_limit == capped and state.source == source:
+                return None
+            return replace(state, account_limit=capped, concurrency=capped, source=source)
+
+        self._change(propose)
+
+    def concurrency_exceeded(self) -> None:
+        """429 too_many_concurrent_requests: someone else spends the account too; use fewer slots."""
+        now = time.time()
+
+        def propose(state: BudgetState) -> BudgetState | None:
+            # Simultaneous 429s (one per thread and process) are one signal: one cut per window.
+            if now - state.changed_at < self._window or state.concurrency <= 1:
+                return None
+            return replace(state, concurrency=max(1, math.floor(state.concurrency * CUT_FACTOR)), changed_at=now)
+
+        self._change(propose)
+
+    def succeeded(self) -> None:
+        """A request went through: after a quiet spell, grow back toward the account's limit."""
+        state = self.state()
+        now = time.time()
+        if state.concurrency >= state.account_limit or now - state.changed_at < QUIET_SECONDS_BEFORE_GROWTH:
+            return
+
+        def propose(current: BudgetState) -> BudgetState | None:
+            if current.concurrency >= current.account_limit or now - current.changed_at < QUIET_SECONDS_BEFORE_GROWTH:
+                return None
+            return replace(current, concurrency=current.concurrency + 1, changed_at=now)
+
+        self._change(propose)
+
+    def pause(self, seconds: float) -> None:
+        """No request of any process starts for `seconds` from now (system_busy, Retry-After)."""
+        until = time.time() + max(0.0, seconds)
+        self._change(lambda state: replace(state, paused_until=until) if until > state.paused_until else None)
+
+    # ---- the slot around a request ------------------------------------------------------------
+
+    def _first(self, total: int, state: BudgetState) -> int:
+        """Interactive callers may use every entry; batch callers skip the reserved lowest ones while
+        interactive callers are about."""
+        if self.priority is Priority.INTERACTIVE or time.time() - state.interactive_seen_at > INTERACTIVE_RECENT_SECONDS:
+            return 0
+        return reserved_for_interactive(total, self.interactive_reserve)
+
+    def _announce_interactive(self) -> None:
+        """Make batch callers keep the reserve free (one shared write per few seconds at most)."""
+        now = time.time()
+        if now - self.state().interactive_seen_at > 5.0:
+            self._change(lambda state: replace(state, interactive_seen_at=now)
+                         if now - state.interactive_seen_at > 5.0 else None)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        holder = uuid.uuid4().hex
+        if self.priority is Priority.INTERACTIVE:
+            self._announce_interactive()
+        self._enter_locally()
+        try:
+            slot = self._take_slot(holder)
+            try:
+                self._take_start()
+                yield
+            finally:
+                self.backend.release_slot(self.account, slot, holder)
+        finally:
+            self._leave_locally()
+
+    def _enter_locally(self) -> None:
+        with self._local:
+            while self._local_waiting_or_running >= max(1, self.state().concurrency):
+                self._local.wait(0.05)
+            self._local_waiting_or_running += 1
+
+    def _leave_locally(self) -> None:
+        with self._local:
+            self._local_waiting_or_running -= 1
+            self._local.notify()
+
+    def _take_slot(self, holder: str) -> int:
+        delay = 0.002
+        while True:
+            state = self.state()
+            now = time.time()
+            if state.paused_until > now:
+                time.sleep(state.paused_until - now)
+                continue
+            slot = self.backend.take_slot(self.account, self._first(state.concurrency, state), state.concurrency,
+                                          holder, now, now + self.lease_seconds)
+            if slot is not None:
+                return slot
+            # Slots free up in other processes too, unseen here: poll with a growing, jittered pause.
+            time.sleep(random.uniform(delay / 2, delay))
+            delay = min(0.05, delay * 2)
+
+    def _take_start(self) -> None:
+        if not self._ring:
+            return
+        while True:
+            wait = self.backend.take_start(self.account, self._first(self._ring, self.state()), self._ring, time.time(),
+                                           self._window)
+            if wait <= 0:
+                return
+            time.sleep(wait + random.uniform(0, 0.002))

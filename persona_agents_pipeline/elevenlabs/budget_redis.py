@@ -1,0 +1,107 @@
+"""The shared API budget in Redis (PERSONA_AGENTS_BUDGET_URL=redis://host:6379/0).
+
+Each primitive is one Lua script, so it is atomic on the server. Keys (per account hash, no key material):
+``persona-agents:budget:<account>:state`` (hash of BudgetState), ``...:slots`` (slot -> "lease_until holder")
+and ``...:starts`` (ring entry -> started_at).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+import redis
+
+from .budget import BudgetState
+
+_TAKE_SLOT = """
+for slot = tonumber(ARGV[1]), tonumber(ARGV[2]) - 1 do
+  local held = redis.call('HGET', KEYS[1], slot)
+  local lease = held and tonumber(string.match(held, '^(%S+)')) or 0
+  if lease < tonumber(ARGV[3]) then
+    redis.call('HSET', KEYS[1], slot, ARGV[4] .. ' ' .. ARGV[5])
+    return slot
+  end
+end
+return -1
+"""
+_RELEASE_SLOT = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held and string.match(held, ' (%S+)$') == ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], '0 -') end
+"""
+_TAKE_START = """
+local oldest_slot, oldest = nil, nil
+for slot = tonumber(ARGV[1]), tonumber(ARGV[2]) - 1 do
+  local started = tonumber(redis.call('HGET', KEYS[1], slot) or '0')
+  if oldest == nil or started < oldest then oldest_slot, oldest = slot, started end
+end
+local now, window = tonumber(ARGV[3]), tonumber(ARGV[4])
+if oldest > now - window then return tostring(oldest + window - now) end
+redis.call('HSET', KEYS[1], oldest_slot, ARGV[3])
+return '0'
+"""
+_COMPARE_AND_SET = """
+if tonumber(redis.call('HGET', KEYS[1], 'version') or '-1') ~= tonumber(ARGV[1]) then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+"""
+_HELD = """
+local held = 0
+for _, value in ipairs(redis.call('HVALS', KEYS[1])) do
+  if tonumber(string.match(value, '^(%S+)')) >= tonumber(ARGV[1]) then held = held + 1 end
+end
+return held
+"""
+_TYPES = {f.name: f.type for f in fields(BudgetState)}
+
+
+def _pairs(state: BudgetState) -> list:
+    return [item for name, value in asdict(state).items() for item in (name, repr(value) if isinstance(value, float) else value)]
+
+
+class RedisBudgetBackend:
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=10, decode_responses=True)
+        self._take_slot = self.client.register_script(_TAKE_SLOT)
+        self._release_slot = self.client.register_script(_RELEASE_SLOT)
+        self._take_start = self.client.register_script(_TAKE_START)
+        self._compare_and_set = self.client.register_script(_COMPARE_AND_SET)
+        self._held = self.client.register_script(_HELD)
+        self._create = self.client.register_script(_CREATE)
+
+    def close(self) -> None:
+        self.client.close()
+
+    @staticmethod
+    def _key(account: str, part: str) -> str:
+        return f"persona-agents:budget:{account}:{part}"
+
+    def state(self, account: str) -> BudgetState | None:
+        raw = self.client.hgetall(self._key(account, "state"))
+        if not raw:
+            return None
+        converters = {"int": int, "float": float, "str": str}
+        return BudgetState(**{name: converters[_TYPES[name]](value) for name, value in raw.items()})
+
+    def create_state(self, account: str, state: BudgetState) -> None:
+        self._create(keys=[self._key(account, "state")], args=_pairs(state))
+
+    def compare_and_set(self, account: str, expected_version: int, new: BudgetState) -> bool:
+        return bool(self._compare_and_set(keys=[self._key(account, "state")], args=[expected_version, *_pairs(new)]))
+
+    def take_slot(self, account: str, first: int, end: int, holder: str, now: float, lease_until: float) -> int | None:
+        slot = int(self._take_slot(keys=[self._key(account, "slots")], args=[first, end, repr(now), repr(lease_until), holder]))
+        return None if slot < 0 else slot
+
+    def release_slot(self, account: str, slot: int, holder: str) -> None:
+        self._release_slot(keys=[self._key(account, "slots")], args=[slot, holder])
+
+    def take_start(self, account: str, first: int, end: int, now: float, window: float) -> float:
+        return float(self._take_start(keys=[self._key(account, "starts")], args=[first, end, repr(now), repr(window)]))
+
+    def held_slots(self, account: str, now: float) -> int:
+        return int(self._held(keys=[self._key(account, "slots")], args=[repr(now)]))

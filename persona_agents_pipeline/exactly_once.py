@@ -1,0 +1,249 @@
+"""Exactly one agent per persona: the claim, the create marker, adoption, duplicate clean-up.
+
+The guarantee, step by step (`ProvisioningService._provision_under_heartbeat` runs them in this order):
+
+1. **Claim.** Before any API call the persona is claimed in the database (`_claim`; the compare-and-set
+   is `PersonaStore.try_claim`). A claim is a lease: `ClaimHeartbeat` renews it while work is in flight,
+   so a slow create keeps it, while a crashed process's claim expires and is taken over.
+2. **Marker.** Before a create is sent, the persona's create marker is set (`CreateMarker`, saved as
+   `agent_create_attempted_at` when the claim is released). Once a create may have been sent, the persona
+   stays "a create may exist" until a successful search has settled it. A failing search (throttled,
+   rejected, garbled, timed out) settles nothing: it leaves the marker set and no create follows it.
+3. **Adoption.** While the marker is set (after an ambiguous failure, or a crash after the marker), the
+   agent is looked up by the persona's identity tag (`_find_existing`) and recorded instead of creating
+   another (`_adopt_or_create`). Of several carrying one identity the oldest is kept (`oldest_first`).
+4. **Record.** The agent is saved only while our claim holds (`PersonaStore.record_agent` refuses a
+   caller that lost it); a lost claim keeps what the persona records and deletes ours
+   (`_settle_lost_claim`).
+5. **Clean-up.** Duplicates found by adoption and a replaced agent are deleted after the save
+   (`_delete_leftovers`); a DELETE whose answer was lost is settled by looking the agent up.
+
+`tests/test_exactly_once.py` injects the faults that would break each step (concurrent processes,
+dropped answers, 5xx/429, SIGKILL mid-run, failing searches). The store keeps only the persistence:
+the claim columns and their SQL (`store.py`, `models.Persona`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Iterator
+
+from .elevenlabs.client import ElevenLabsClient
+from .elevenlabs.errors import ElevenLabsError, NotFoundError, RateLimitedError
+from .store import Claim, PersonaNotFoundError, PersonaStore
+from .voice_policy import PersonaSpec, identity_marker
+
+log = logging.getLogger(__name__)
+
+
+class ClaimTimeoutError(RuntimeError):
+    """Another caller held the persona's claim longer than we wait, or ours ran out before the save."""
+
+
+@dataclass
+class CreateMarker:
+    """Mirrors the persona's create marker during one provisioning: True while a create may have made an
+    agent that nobody recorded. The claim is released with this value."""
+
+    may_exist: bool
+
+
+def default_owner() -> str:
+    """The claim owner naming this service: host, process and a random suffix (one per service)."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def oldest_first(agents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Agents in adoption order: of several carrying one identity, the oldest is the one to keep."""
+    return sorted(agents, key=lambda agent: (agent.get("created_at_unix_secs") or 0, agent["agent_id"]))
+
+
+def unix_to_datetime(seconds: Any) -> datetime | None:
+    if not isinstance(seconds, (int, float)):
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
+
+
+class ClaimHeartbeat:
+    """Renews every claim this service holds while any work is in flight, so a slow create keeps its
+    claim, while a crashed process's claims expire within one lease and are taken over."""
+
+    def __init__(self, store: PersonaStore, owner: str, lease: timedelta):
+        self._store, self._owner, self._lease = store, owner, lease
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+            if self._thread is None:
+                self._stop = threading.Event()  # a fresh event: a stopping predecessor keeps its own
+                self._thread = threading.Thread(target=self._run, args=(self._stop,), name="claim-heartbeat", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                if self._in_flight == 0 and self._thread is not None:
+                    self._stop.set()
+                    self._thread = None
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self._lease.total_seconds() / 3):
+            try:
+                self._store.renew_claims(self._owner, self._lease)
+            except Exception:  # a missed renewal only shortens the lease; the next one may succeed
+                log.warning("could not renew claims of %s", self._owner, exc_info=True)
+
+
+class ExactlyOnce:
+    """The exactly-once steps of `ProvisioningService` (its base class), kept here so that one module
+    holds the whole guarantee; the service supplies the attributes below and `owns`."""
+
+    store: PersonaStore
+    client: ElevenLabsClient
+    owner: str
+    claim_lease: timedelta
+    claim_wait: timedelta
+    max_create_attempts: int
+    owns: Callable[[dict[str, Any], int], bool]
+
+    def _claim(self, persona_id: int, *, replacing: bool) -> Claim:
+        """Claim the persona, waiting (bounded) while another caller's live claim holds it.
+
+        Returns an unacquired claim only when another caller finished the agent while we waited.
+        """
+        deadline = time.monotonic() + self.claim_wait.total_seconds()
+        delay = 0.05
+        while True:
+            claim = self.store.try_claim(persona_id, self.owner, self.claim_lease, replacing=replacing)
+            if claim.persona is None:
+                raise PersonaNotFoundError(persona_id)
+            if claim.acquired or (claim.persona.elevenlabs_agent_id and not replacing):
+                return claim
+            if time.monotonic() >= deadline:
+                raise ClaimTimeoutError(
+                    f"persona {persona_id} is being provisioned by {claim.persona.agent_claim_owner}; "
+                    f"gave up waiting after {self.claim_wait.total_seconds():.0f}s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _adopt_or_create(
+        self, spec: PersonaSpec, payload: dict[str, Any], marker: CreateMarker, *, exclude: str | None, search_first: bool
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The agent to record (adopted ones flagged `adopted`) and the duplicates of it to delete afterwards.
+
+        Never creates while a create may exist unsettled: a search must succeed first. Its errors
+        propagate with the marker untouched; a create's unambiguous failure proves it made nothing.
+        """
+        last_error: ElevenLabsError | None = None
+        for attempt in range(self.max_create_attempts):
+            if marker.may_exist or search_first:
+                matches = self._find_existing(spec.persona_id, exclude=exclude)
+                if matches:
+                    marker.may_exist = True  # an agent exists until it is recorded
+                    [keep, *duplicates] = matches
+                    if search_first:
+                        # Unlike the agent of our own lost create, it may have been built from older traits.
+                        self.client.update_agent(keep["agent_id"], payload)
+                    return keep | {"adopted": True}, [agent["agent_id"] for agent in duplicates]
+                marker.may_exist = search_first = False
+            if last_error is not None:  # back off before creating again, not before the search above
+                wait = last_error.retry_after if isinstance(last_error, RateLimitedError) else None
+                time.sleep(wait or random.uniform(0, min(30.0, 0.5 * 2 ** (attempt - 1))))
+            marker.may_exist = True  # from here on the create may reach the server
+            try:
+                return {"agent_id": self.client.create_agent(payload)}, []
+            except ElevenLabsError as exc:
+                if not exc.ambiguous:
+                    marker.may_exist = False  # nothing was created, and earlier creates were settled above
+                    if not isinstance(exc, RateLimitedError):
+                        raise
+                last_error = exc
+                log.warning("persona %s: create attempt %d failed (%s)", spec.persona_id, attempt + 1, exc)
+        assert last_error is not None
+        raise last_error
+
+    def _find_existing(self, persona_id: int, *, exclude: str | None) -> list[dict[str, Any]]:
+        """This installation's agents carrying the persona's identity (other than `exclude`), oldest first.
+
+        Raises whatever the search raises: an unanswered search proves nothing either way.
+        """
+        matches = [
+            agent
+            for agent in self.client.list_agents(search=identity_marker(persona_id))
+            if self.owns(agent, persona_id) and agent.get("agent_id") != exclude
+        ]
+        if len(matches) > 1:
+            log.warning("persona %s: %d agents carry its identity; keeping the oldest", persona_id, len(matches))
+        return oldest_first(matches)
+
+    def _settle_lost_claim(self, spec: PersonaSpec, agent_id: str) -> str:
+        """Our lease ran out and another caller took over, or the persona was deleted meanwhile; keep what
+        the persona records (its agent id is returned), remove ours so nothing is orphaned."""
+        current = self.store.get(spec.persona_id)
+        if current is None:
+            self.delete_remote_agent(spec.persona_id, agent_id, reason="persona deleted while its agent was made")
+            raise PersonaNotFoundError(spec.persona_id)
+        if current.elevenlabs_agent_id == agent_id:
+            return agent_id  # the caller that took over adopted ours
+        if current.elevenlabs_agent_id:
+            self.delete_remote_agent(spec.persona_id, agent_id, reason="duplicate after a lost claim")
+            return current.elevenlabs_agent_id
+        raise ClaimTimeoutError(f"persona {spec.persona_id}: claim lost before agent {agent_id} could be saved")
+
+    def delete_remote_agent(self, persona_id: int, agent_id: str, *, reason: str) -> None:
+        """Delete the agent and record it in the persona's history; one already gone is left unrecorded
+        (whoever removed it recorded it, e.g. an adoption that deleted a planned duplicate).
+
+        A DELETE whose answer was lost is settled by looking the agent up: gone means deleted.
+        """
+        try:
+            self.client.delete_agent(agent_id)
+        except NotFoundError:
+            return
+        except ElevenLabsError as exc:
+            if not exc.ambiguous or self._exists_remotely(agent_id):
+                raise
+            log.info("persona %s: DELETE of %s went unanswered; the agent is gone", persona_id, agent_id)
+        self.store.record_event(persona_id, agent_id, "deleted", reason)
+
+    def _delete_quietly(self, persona_id: int, agent_id: str, reason: str) -> str | None:
+        """Delete an agent the persona no longer needs; a failure is reported, not raised (the agent is
+        saved already, and `persona-agents plan` lists what is left)."""
+        try:
+            self.delete_remote_agent(persona_id, agent_id, reason=reason)
+        except ElevenLabsError as exc:
+            log.warning("persona %s: could not delete agent %s (%s): %s", persona_id, agent_id, reason, exc)
+            return f"agent {agent_id} ({reason}) could not be deleted: {exc}"
+        return None
+
+    def _delete_leftovers(self, persona_id: int, agent_id: str, duplicates: list[str], old_agent: str | None) -> list[str]:
+        """After `agent_id` is saved: delete its duplicates and the agent it replaced; what could not be
+        deleted is returned, for the result to report."""
+        problems = [self._delete_quietly(persona_id, extra, f"duplicate: persona {persona_id} keeps agent {agent_id}")
+                    for extra in duplicates]
+        if old_agent and old_agent != agent_id:
+            problems.append(self._delete_quietly(persona_id, old_agent, f"replaced by {agent_id}"))
+        return [problem for problem in problems if problem]
+
+    def _exists_remotely(self, agent_id: str) -> bool:
+        try:
+            self.client.get_agent(agent_id)
+        except NotFoundError:
+            return False
+        return True

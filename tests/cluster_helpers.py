@@ -1,0 +1,115 @@
+"""Drives `deploy/local-cluster` for the tests: a fresh Dagster database, state directory and port each time,
+against this machine's PostgreSQL, RabbitMQ and Redis (the caller skips where one does not answer)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import requests
+import yaml
+from sqlalchemy import create_engine, make_url, text
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "deploy" / "local-cluster"
+RABBITMQ = ("127.0.0.1", 5672)
+
+RUNS_QUERY = "query { runsOrError(limit: 500) { ... on Runs { results { runId status startTime endTime } } } }"
+
+
+def rabbitmq_unavailable_reason() -> str | None:
+    try:
+        socket.create_connection(RABBITMQ, timeout=2).close()
+        return None
+    except OSError as exc:
+        return f"no RabbitMQ broker answers at {RABBITMQ[0]}:{RABBITMQ[1]} ({exc})"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def instance_yaml(*, run_launcher: str, pool_limit: int, granularity: str = "op") -> str:
+    """deploy/dagster.yaml with the run launcher ('celery' or 'default') and the pool set as asked."""
+    config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+    if run_launcher == "default":
+        config.pop("run_launcher")
+    config["concurrency"]["pools"].update(default_limit=pool_limit, granularity=granularity)
+    return yaml.safe_dump(config)
+
+
+class LocalCluster:
+    def __init__(self, tmp_path: Path, postgres_server: str, instance: str, workspace: Path, env: dict[str, str]):
+        self.state = tmp_path / "cluster"
+        home = self.state / "dagster_home"
+        home.mkdir(parents=True)
+        (home / "dagster.yaml").write_text(instance)
+        self.database = f"dagster_{uuid.uuid4().hex[:10]}"
+        self._admin_url = postgres_server
+        self.port = free_port()
+        self.env = {
+            **os.environ, **env,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_PG_URL": make_url(postgres_server).set(drivername="postgresql+psycopg2", database=self.database)
+            .render_as_string(hide_password=False),
+            "DAGSTER_CELERY_BACKEND_URL": "redis://127.0.0.1:6379/12",
+            "LOCAL_CLUSTER_STATE": str(self.state),
+            "LOCAL_CLUSTER_WORKSPACE": str(workspace),
+            "LOCAL_CLUSTER_PORT": str(self.port),
+        }
+
+    def command(self, action: str) -> str:
+        result = subprocess.run([str(SCRIPT), action], env=self.env, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stdout + result.stderr + self.logs()
+        return result.stdout
+
+    def logs(self) -> str:
+        return "".join(f"\n--- {log.name}\n{log.read_text()[-3000:]}" for log in (self.state / "logs").glob("*.log"))
+
+    def pid(self, name: str) -> int:
+        return int((self.state / f"{name}.pid").read_text())
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        response = requests.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": query, "variables": variables},
+                                 timeout=30)
+        response.raise_for_status()
+        return response.json()["data"]
+
+    def runs(self) -> list[dict]:
+        return self.graphql(RUNS_QUERY)["runsOrError"]["results"]
+
+    def wait_for_runs(self, count: int, timeout: float) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.runs()
+            if len(runs) >= count and all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs):
+                return runs
+            time.sleep(1)
+        raise AssertionError(f"runs did not finish in {timeout} s: {self.runs()}{self.logs()}")
+
+    def __enter__(self) -> LocalCluster:
+        self.command("start")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.command("stop")
+        admin = create_engine(self._admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
+        admin.dispose()
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one moment (an end at the same instant as a start does not overlap)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    open_now = peak = 0
+    for _, change in events:
+        open_now += change
+        peak = max(peak, open_now)
+    return peak

@@ -1,0 +1,204 @@
+"""The shared API budget on each backend: the in-flight cap across processes, interactive priority, leases
+that a killed process cannot keep, and the adaptive concurrency."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from budget_helpers import budget_url  # noqa: F401  (fixture)
+
+from persona_agents_pipeline.client_factory import budget_backend
+from persona_agents_pipeline.config import ConfigurationError
+from persona_agents_pipeline.elevenlabs.budget import Priority, SharedBudget
+
+ACCOUNT = "test-account"
+
+
+def make_budget(url: str, priority: Priority = Priority.BATCH, **options) -> SharedBudget:
+    return SharedBudget(budget_backend(url), ACCOUNT, priority=priority, **options)
+
+
+class Holders:
+    """Threads that each take a slot and keep it until released; counts how many hold one at once."""
+
+    def __init__(self, budget: SharedBudget, count: int) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.holding = 0
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._hold, args=(budget,), daemon=True) for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _hold(self, budget: SharedBudget) -> None:
+        with budget.slot():
+            with self._lock:
+                self.holding += 1
+            self.entered.release()
+            self.release.wait(30)
+            with self._lock:
+                self.holding -= 1
+
+    def wait_for(self, count: int) -> None:
+        for _ in range(count):
+            assert self.entered.acquire(timeout=20), "a holder never got a slot"
+
+    def finish(self) -> None:
+        self.release.set()
+        for thread in self.threads:
+            thread.join(30)
+
+
+def test_batch_callers_leave_the_reserve_to_interactive_ones_who_get_in_at_once(budget_url):
+    interactive = make_budget(budget_url, Priority.INTERACTIVE, concurrency_ceiling=4, interactive_reserve=0.25)
+    with interactive.slot():  # an application process is about: from now on the reserve is kept
+        pass
+    batch = make_budget(budget_url, concurrency_ceiling=4, interactive_reserve=0.25)
+    holders = Holders(batch, 6)  # more batch work than the budget allows
+    holders.wait_for(3)
+    try:
+        # Batch saturates at 3 of 4: the 4th slot is the interactive reserve, however many batch callers wait.
+        assert batch.backend.held_slots(ACCOUNT, time.time()) == 3
+        assert holders.holding == 3
+        got_in = threading.Event()
+
+        def ask() -> None:
+            with interactive.slot():
+                got_in.set()
+
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        # The batch holders release nothing until told; the interactive caller must get in regardless.
+        assert got_in.wait(10), "an interactive caller waited behind a saturated batch"
+        asker.join(10)
+    finally:
+        holders.finish()
+    assert batch.backend.held_slots(ACCOUNT, time.time()) == 0
+
+
+def test_without_interactive_callers_about_a_backfill_uses_the_whole_budget(budget_url):
+    batch = make_budget(budget_url, concurrency_ceiling=4, interactive_reserve=0.25)
+    holders = Holders(batch, 6)
+    try:
+        holders.wait_for(4)
+        assert batch.backend.held_slots(ACCOUNT, time.time()) == 4
+    finally:
+        holders.finish()
+
+
+def test_two_processes_never_exceed_the_shared_concurrency(budget_url, tmp_path):
+    marks = tmp_path / "marks"
+    script = f"""
+import os, sys, time, threading
+from persona_agents_pipeline.client_factory import budget_backend
+from persona_agents_pipeline.config import ConfigurationError
+from persona_agents_pipeline.elevenlabs.budget import SharedBudget
+budget = SharedBudget(budget_backend({budget_url!r}), {ACCOUNT!r}, concurrency_ceiling=3, interactive_reserve=0)
+def work():
+    for _ in range(15):
+        with budget.slot():
+            with open({str(marks)!r}, "a") as out:
+                out.write(f"+ {{time.time()!r}}\\n")
+            time.sleep(0.01)
+            with open({str(marks)!r}, "a") as out:
+                out.write(f"- {{time.time()!r}}\\n")
+threads = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+"""
+    processes = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in processes:
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors
+    events = sorted((float(stamp), +1 if sign == "+" else -1) for sign, stamp in
+                    (line.split() for line in marks.read_text().splitlines()))
+    assert len(events) == 2 * 2 * 4 * 15
+    in_flight = peak = 0
+    for _, change in sorted(events, key=lambda event: (event[0], event[1])):  # a release before a take at a tie
+        in_flight += change
+        peak = max(peak, in_flight)
+    assert peak <= 3
+    assert peak == 3, "the load must actually reach the limit for the test to mean anything"
+
+
+def test_a_killed_holder_gives_its_slots_back_within_one_lease(budget_url):
+    lease = 2.0
+    script = f"""
+import sys, threading
+from persona_agents_pipeline.client_factory import budget_backend
+from persona_agents_pipeline.config import ConfigurationError
+from persona_agents_pipeline.elevenlabs.budget import SharedBudget
+budget = SharedBudget(budget_backend({budget_url!r}), {ACCOUNT!r}, concurrency_ceiling=3, interactive_reserve=0,
+                      lease_seconds={lease})
+ready = threading.Semaphore(0)
+def hold():
+    with budget.slot():
+        ready.release()
+        threading.Event().wait()
+for _ in range(3):
+    threading.Thread(target=hold, daemon=True).start()
+for _ in range(3):
+    ready.acquire()
+print("holding", flush=True)
+threading.Event().wait()
+"""
+    victim = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout.readline().strip() == "holding"
+        budget = make_budget(budget_url, concurrency_ceiling=3, interactive_reserve=0, lease_seconds=lease)
+        assert budget.backend.held_slots(ACCOUNT, time.time()) == 3
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+    finally:
+        victim.kill()
+        victim.wait()
+    holders = Holders(budget, 3)
+    try:
+        holders.wait_for(3)
+        back_after = time.monotonic() - killed_at
+    finally:
+        holders.finish()
+    assert back_after <= lease + 1.0, f"slots came back {back_after:.1f} s after the kill (lease {lease} s)"
+
+
+def test_concurrent_429s_cut_once_and_quiet_time_grows_back(budget_url, monkeypatch):
+    budget = make_budget(budget_url, concurrency_ceiling=8)
+    budget.observe_limit(8, "account")
+    for _ in range(5):  # five threads hitting the same limit at once are one signal
+        budget.concurrency_exceeded()
+    assert budget.state(fresh=True).concurrency == 6
+    budget.succeeded()
+    assert budget.state(fresh=True).concurrency == 6, "no growth right after a cut"
+    later = time.time() + 10
+    monkeypatch.setattr(time, "time", lambda: later)
+    budget.succeeded()
+    assert budget.state(fresh=True).concurrency == 7
+
+
+def test_the_header_outranks_the_account_figure_and_the_configured_ceiling_caps_both(budget_url):
+    budget = make_budget(budget_url, concurrency_ceiling=12)
+    budget.observe_limit(10, "account")
+    assert (budget.state(fresh=True).account_limit, budget.state().source) == (10, "account")
+    budget.observe_limit(15, "header")
+    assert (budget.state(fresh=True).account_limit, budget.state().source) == (12, "header")
+    budget.observe_limit(5, "plan")  # weaker evidence never overrides stronger
+    assert budget.state(fresh=True).account_limit == 12
+
+
+@pytest.mark.parametrize("url", ["redis://user:s3cret@127.0.0.1:1/0", "postgresql://user:s3cret@127.0.0.1:1/db"])
+def test_a_budget_store_that_does_not_answer_is_a_clear_error_without_the_password(url):
+    with pytest.raises(ConfigurationError) as caught:
+        budget_backend(url)
+    assert "PERSONA_AGENTS_BUDGET_URL" in str(caught.value) and "127.0.0.1:1" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_a_nonsense_ceiling_is_refused(bad, sqlite_url):
+    with pytest.raises(ValueError):
+        make_budget(sqlite_url, concurrency_ceiling=bad)
