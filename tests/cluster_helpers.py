@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "local-cluster"
 RABBITMQ = ("127.0.0.1", 5672)
 
-RUNS_QUERY = "query { runsOrError(limit: 500) { ... on Runs { results { runId status startTime endTime } } } }"
+RUNS_QUERY = "query { runsOrError(limit: 500) { ... on Runs { results { runId jobName status startTime endTime } } } }"
 
 
 def rabbitmq_unavailable_reason() -> str | None:

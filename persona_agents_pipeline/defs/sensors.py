@@ -92,13 +92,16 @@ def net_changes(changes: Sequence[PersonaChange]) -> tuple[list[str], list[str]]
 def registration(
     instance: dg.DagsterInstance, persona_store: PersonaStoreResource, keys: Sequence[str]
 ) -> tuple[list[str], list[dg.AssetObservation]]:
-    """The keys among `keys` that have no partition yet, and the baseline data version of every persona in
-    `keys` (the hash its traits give): with a baseline recorded before its first materialization, a later
-    trait edit marks the partition stale however it was created. A query per 500 keys, not one per key."""
+    """The keys among `keys` that have no partition yet, and the baseline data version of each of those
+    (the hash its traits give): whoever registers a partition records its baseline before its first
+    materialization, so a later trait edit marks it stale however it was created. Keys another sensor has
+    registered already have theirs: the daemon stores every event before it submits a tick's runs, so a
+    second copy of 1,000 baselines would hold back the tick's runs. A query per 500 keys, not one per key."""
     if not keys:
         return [], []
     existing = registered(instance, keys)
-    return [key for key in keys if key not in existing], traits_observations(new_persona_hashes(persona_store, keys))
+    new_keys = [key for key in keys if key not in existing]
+    return new_keys, traits_observations(new_persona_hashes(persona_store, new_keys)) if new_keys else []
 
 
 @dg.sensor(
