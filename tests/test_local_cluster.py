@@ -86,6 +86,13 @@ for persona_id in sys.argv[1:]:
 """
 
 
+def troubled(runs: list[dict]) -> list[dict]:
+    """Runs that did not succeed, leaving out report refreshes still waiting or running: the status report
+    sensor requests one after runs finish, so one may be queued whenever the test looks."""
+    return [run for run in runs if run["status"] != "SUCCESS"
+            and not (run["jobName"] == "refresh_agent_status_report" and run["status"] in ("QUEUED", "STARTING", "STARTED"))]
+
+
 def wait_until(condition, what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -133,7 +140,7 @@ def test_a_thousand_personas_over_two_workers_the_cli_and_the_application_keep_t
                 _, errors = process.communicate(timeout=300)
                 assert process.returncode == 0, errors[-2000:]
             # Every run ends but the one killed with worker1: nothing tells Dagster that run is dead.
-            wait_until(lambda: sum(run["status"] != "SUCCESS" for run in cluster.runs()) <= 1, "the runs finish",
+            wait_until(lambda: len(troubled(cluster.runs())) <= 1, "the runs finish",
                        timeout=900)
             # Its personas are the backfill schedule's; an operator's CLI pass does the same here.
             again = subprocess.run(CLI, env=cluster.env, capture_output=True, text=True, timeout=300)
@@ -152,5 +159,5 @@ def test_a_thousand_personas_over_two_workers_the_cli_and_the_application_keep_t
     # All runs succeed but the one killed mid-run (left STARTED, or FAILURE once its task is redelivered).
     # 1,000 personas at 250 per run: at least four provisioning runs (report refreshes come on top).
     assert sum(run["jobName"] == PROVISION_JOB for run in runs) >= 4, runs
-    assert sum(run["status"] != "SUCCESS" for run in runs) <= 1, runs
+    assert len(troubled(runs)) <= 1, runs
     assert held == 0, "the killed worker's slots must come back within one lease"
