@@ -429,3 +429,16 @@ def test_a_batched_run_rides_out_429s_5xx_and_dropped_responses(store, instance,
     assert sorted(recorded) == ids
     assert sorted(agent["agent_id"] for agent in agents) == sorted(recorded.values())
     assert instance.get_materialized_partitions(persona_agent.key) == {str(i) for i in ids}
+
+
+def test_checks_follow_ui_and_launchpad_runs_but_not_automated_ones():
+    """What each launch records (seen in tests/test_dagster_e2e.py): the launchpad's whole-job launch no
+    selection, a UI Materialize the asset with its checks, automated runs the asset with no checks."""
+    from persona_agents_pipeline.defs.checks_after_materialize import skipped_its_checks
+    from persona_agents_pipeline.defs.jobs import PROVISION_JOB, REPORT_JOB
+
+    asset_only = frozenset({persona_agent.key})
+    assert skipped_its_checks(dg.DagsterRun(job_name=PROVISION_JOB, run_id="launchpad"))
+    assert skipped_its_checks(dg.DagsterRun(job_name="__ASSET_JOB", run_id="ui", asset_selection=asset_only, asset_check_selection=None))
+    assert not skipped_its_checks(dg.DagsterRun(job_name=PROVISION_JOB, run_id="sensor", asset_selection=asset_only, asset_check_selection=frozenset()))
+    assert not skipped_its_checks(dg.DagsterRun(job_name=REPORT_JOB, run_id="report"))
