@@ -86,8 +86,14 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     return body["data"]
 
 
+# Timeouts are ceilings for a loaded machine (each run is a new Python process): polling returns as soon as the
+# condition holds, so a larger ceiling costs nothing when things are fast.
+TIMEOUT_SCALE = float(os.environ.get("PERSONA_AGENTS_E2E_TIMEOUT_SCALE", "4"))
+
+
 def wait_for(what: str, probe, timeout: float, processes=()):
-    """Poll `probe` until it returns a truthy value; fail with the last value after `timeout` seconds."""
+    """Poll `probe` until it returns a truthy value; fail with the last value after `timeout` (scaled) seconds."""
+    timeout *= TIMEOUT_SCALE
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -167,7 +173,11 @@ mutation($selector: SensorSelector!) {
   startSensor(sensorSelector: $selector) { __typename ... on Sensor { id } ... on PythonError { message } }
 }
 """
-STOP_SENSOR = "mutation($id: String!) { stopSensor(id: $id) { __typename } }"
+RESET_SENSOR = """
+mutation($selector: SensorSelector!) {
+  resetSensor(sensorSelector: $selector) { __typename ... on Sensor { sensorState { status } } ... on PythonError { message } }
+}
+"""
 LAUNCH_RUN = """
 mutation($params: ExecutionParams!) {
   launchPipelineExecution(executionParams: $params) {
@@ -204,7 +214,8 @@ def test_sensor_runs_create_agents_and_the_ui_shows_the_partitions(deployment, t
     url, store, sandbox = deployment["url"], deployment["store"], deployment["sandbox"]
     agents_before = len(sandbox.agents())
     # Automation is off in this deployment: turn the creation sensor on as the Automation page's toggle does.
-    started = graphql(url, START_SENSOR, {"selector": {**repository(url), "sensorName": "new_personas_sensor"}})["startSensor"]
+    sensor = {"selector": {**repository(url), "sensorName": "new_personas_sensor"}}
+    started = graphql(url, START_SENSOR, sensor)["startSensor"]
     assert started["__typename"] == "Sensor", started
     try:
         ids = store.add_personas(
@@ -223,7 +234,9 @@ def test_sensor_runs_create_agents_and_the_ui_shows_the_partitions(deployment, t
 
         state, sensor_runs = wait_for("the sensor's runs to succeed", sensor_runs_done, 75, deployment["processes"])
     finally:
-        graphql(url, STOP_SENSOR, {"id": started["id"]})
+        # Back to its default (stopped, automation off) for the other tests.
+        reset = graphql(url, RESET_SENSOR, sensor)["resetSensor"]
+        assert reset.get("sensorState", {}).get("status") == "STOPPED", reset
     assert not state["failed"] and not state["missing"]
     assert len(sensor_runs) < PERSONAS, "the sensor must batch personas into few runs"
     assert len(sandbox.agents()) == agents_before + PERSONAS
