@@ -470,9 +470,8 @@ def test_a_users_day_in_the_ui_is_truthful(deployment, tmp_path, monkeypatch):
         shots.mkdir(parents=True, exist_ok=True)
         screenshot(f"{url}/asset-groups/persona_agents", shots / "lineage.png", profile)
         screenshot(f"{url}/assets/persona_agent?view=partitions", shots / "partitions.png", profile)
-        # The partitions list has no stale filter; the edited persona's partition page shows it stale.
+        # The partitions list has no stale filter; the edited persona's partition shows "Unsynced" when selected.
         screenshot(f"{url}/assets/persona_agent?view=partitions&partition={edited_key}", shots / "stale_partition.png", profile)
-        screenshot(f"{url}/assets/persona_agent", shots / "asset_overview.png", profile)
         screenshot(f"{url}/assets/agent_status_report", shots / "status_report.png", profile, height=2000)
 
     # One click on the red partitions repairs them (converge: the gone agent replaced, the drifted one updated).
