@@ -17,16 +17,16 @@ from sqlalchemy.engine import make_url
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .config import ConfigurationError, Settings, load_api_key, missing_key_message
-from .demo_data import demo_personas
-from .display import csv_cell, markup_safe, plain
-from .elevenlabs.client import ElevenLabsClient
-from .elevenlabs.errors import ElevenLabsError, MalformedResponseError
-from .models import Persona, utcnow
-from .provisioning import Outcome, ProvisioningService, ProvisionResult
-from .reconcile import Action, Plan, apply_plan, build_plan, desired_config_hash
-from .store import PersonaNotFoundError, PersonaStore, SchemaError
-from .voice_policy import TRAIT_FIELDS, InvalidPersonaError, choose_voice
+from ..config import ConfigurationError, Settings, load_api_key, missing_key_message
+from ..demo_data import demo_personas
+from ..display import csv_cell, markup_safe, plain
+from ..elevenlabs.client import ElevenLabsClient
+from ..elevenlabs.errors import ElevenLabsError, MalformedResponseError
+from ..models import Persona, utcnow
+from ..provisioning import Outcome, ProvisioningService, ProvisionResult
+from ..reconcile import Action, Plan, apply_plan, build_plan, desired_config_hash
+from ..store import PersonaNotFoundError, PersonaStore, SchemaError
+from ..voice_policy import TRAIT_FIELDS, InvalidPersonaError, choose_voice
 
 console = Console(stderr=True)
 out = Console(highlight=False)
@@ -484,7 +484,7 @@ def test_connection() -> None:
 @click.option("--seed", type=int, default=None)
 def sandbox(**options) -> None:
     """Run the local ElevenLabs sandbox (agents and voices API) until interrupted."""
-    from .sandbox.server import run_sandbox
+    from ..sandbox.server import run_sandbox
 
     run_sandbox(on_ready=lambda url: out.print(f"ElevenLabs sandbox listening on {url} (Ctrl-C stops it)"), **options)
 
@@ -494,7 +494,7 @@ def sandbox(**options) -> None:
 @friendly_errors
 def demo(count: int) -> None:
     """The main job on the embedded default: local sandbox, SQLite store, demo personas, the Dagster pipeline."""
-    from .demo import dagster_home, run_demo
+    from ..demo import dagster_home, run_demo
 
     counts = run_demo(count, out.print)
     out.print("Status: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
@@ -591,6 +591,3 @@ def history_command(persona_id: int, fmt: str) -> None:
             line = f"{row['at']}  {row['action']:<9}  {row['agent_id'] or '-':<34}  {plain(row['reason'])}"
             out.print(line, markup=False, soft_wrap=True)
 
-
-if __name__ == "__main__":
-    main()
