@@ -1,6 +1,6 @@
 """Local fake of the ElevenLabs agents API; see `server` for options."""
 
-from .api import RequestRecord, SandboxConfig
+from .gateway import RequestRecord, SandboxConfig
 from .server import DEFAULT_API_KEYS, DEFAULT_PORT, SandboxServer, run_sandbox
 
 __all__ = ["DEFAULT_API_KEYS", "DEFAULT_PORT", "RequestRecord", "SandboxConfig", "SandboxServer", "run_sandbox"]

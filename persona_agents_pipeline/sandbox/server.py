@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from .agent_store import AgentStore
-from .api import DROP, RAW_BODY_PREFIX, RequestRecord, SandboxApi, SandboxConfig
+from .gateway import DROP, RAW_BODY_PREFIX, RequestRecord, SandboxApi, SandboxConfig
 
 DEFAULT_PORT = 8765
 DEFAULT_API_KEYS = ("sandbox-test-key",)
