@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import make_url
 
-from ..config import ConfigurationError, Settings, load_api_key, missing_key_message
+from ..config import ConfigurationError, Settings, database_url_origin, load_api_key, missing_key_message
 from ..display import markup_safe
 from ..elevenlabs.errors import ElevenLabsError, MalformedResponseError
 from ..provisioning import ProvisioningService
@@ -60,9 +59,7 @@ def open_store(settings: Settings, *, create: bool = False) -> PersonaStore:
     """The persona store. Only `db upgrade` creates one: elsewhere a missing SQLite file or table is an
     error that says where we looked, instead of an empty database made in the current directory."""
     url = make_url(settings.database_url)
-    where = "PERSONAS_DATABASE_URL" if os.environ.get("PERSONAS_DATABASE_URL") else (
-        f"the default for the current directory {Path.cwd()}; PERSONAS_DATABASE_URL or PERSONA_AGENTS_DATA_DIR moves it"
-    )
+    where = database_url_origin()
     if not create and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         if not Path(url.database).exists():
             raise CommandError(
