@@ -49,11 +49,13 @@ def baseline(out: str, latency: str, rate: str, concurrent: str, sleep_s: str = 
     with SandboxServer(latency=float(latency), rate_limit=float(rate), max_concurrent=int(concurrent)) as sandbox:
         # Budget off: this process's own limiter at the sandbox's limits, as before the shared budget existed.
         client_settings = replace(settings, base_url=sandbox.url, rate_limit=float(rate), max_concurrent=int(concurrent),
-                              budget_url=BUDGET_OFF)
+                                  budget_url=BUDGET_OFF)
+        # Tagged with this database's installation, as agent_accounting matches agents to personas by that tag.
+        template = replace(settings.agent_template(), installation_id=store.installation_id())
         launched = time.monotonic()
         with build_client(client_settings, api_key=API_KEY) as client:
             for persona in store.without_agents():
-                payload = settings.agent_template().payload(persona.spec())
+                payload = template.payload(persona.spec())
                 agent_id = client.create_agent(payload)
                 with store.session() as session:
                     session.execute(
