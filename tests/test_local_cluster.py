@@ -80,9 +80,9 @@ PROVISION_JOB = "provision_persona_agents"
 CLI = [sys.executable, "-m", "persona_agents_pipeline.cli", "create-missing-agents", "--yes"]
 ENSURE_LOOP = """
 import sys
-from persona_agents_pipeline import api
+from persona_agents_pipeline import python_api
 for persona_id in sys.argv[1:]:
-    api.ensure_agent(int(persona_id))
+    python_api.ensure_agent(int(persona_id))
 """
 
 
