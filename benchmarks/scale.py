@@ -4,8 +4,9 @@ For SQLite and PostgreSQL Dagster storage, and 1,000 / 10,000 / 100,000 register
 - one run provisioning 500 new personas against an unthrottled sandbox (only our and Dagster's costs
   count), repeated and interleaved across sizes so that load on the machine hits every size alike;
 - the partition-status GraphQL query of the UI's partitions page, through a real dagster-webserver;
-then at the largest size: a batched backfill against a 10 requests/s sandbox, and a sensor tick that
-registers 20,000 new personas, applied the way the sensor daemon applies it.
+then at the largest size: a backfill against a 10 requests/s sandbox, launched from the partitions page
+through a running webserver and daemon (as a user launches it), and a sensor tick that registers 20,000 new
+personas, applied the way the sensor daemon applies it.
 
 Child side: `python -m benchmarks.scale MODE OUT.json` (each run in its own process, like a run worker).
 """
@@ -325,8 +326,9 @@ def target_rows(results: dict[str, Any], add) -> None:
             " / ".join(f"{r[size]['graphql']['first_ms']:.0f} ({r[size]['graphql']['later_ms']:.0f})" for size in sizes)
             + " ms first (later)", "", None)
         b = r["backfill_10_per_s"]
-        add(f"backfill at {int(sizes[-1]):,} partitions, {storage}, sandbox 10/s", b["ratio_to_rate_limit"],
-            f"{b['agents_per_s']:.2f} agents/s = {b['ratio_to_rate_limit']:.1%} of the limit ({b['seconds']:.0f} s, {b['runs']} runs)",
+        add(f"UI backfill at {int(sizes[-1]):,} partitions, daemon, {storage}, sandbox 10/s", b["ratio_to_rate_limit"],
+            f"{b['agents_per_s']:.2f} agents/s = {b['ratio_to_rate_limit']:.1%} of the limit ({b['seconds']:.0f} s, {b['runs']} runs, "
+            f"first agent {b['first_create_after_launch_s']:.0f} s after the click)",
             ">= 80% of rate limit", b["ratio_to_rate_limit"] >= 0.80)
         t = r["tick_20k"]
         add(f"sensor tick registering {t['new']:,} personas, {storage}", t["evaluate_s"],
