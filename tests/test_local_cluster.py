@@ -44,11 +44,12 @@ def services(postgres_server):
     return postgres_server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def probe_cluster(services, tmp_path_factory):
     """One cluster on the probe code location for every arrangement (each test restarts only the daemon with
-    its settings). Every hold of the pool is appended to one log, the tests' own holds are the lines added
-    while they ran."""
+    its settings), stopped before any other cluster starts (they would share the Celery queue and worker
+    names). Every hold of the pool is appended to one log, the tests' own holds are the lines added while
+    they ran."""
     tmp_path = tmp_path_factory.mktemp("pool-probe")
     log = tmp_path / "holds.log"
     log.touch()
@@ -60,33 +61,34 @@ def probe_cluster(services, tmp_path_factory):
         yield cluster, log
 
 
-@pytest.mark.parametrize("arrangement, launcher, job, limit, granularity, honoured", [
-    ("CeleryRunLauncher + in-process executor", "celery", "probe_in_process", 1, "op", True),
-    ("default launcher + Celery executor", "default", "probe_celery", 1, "op", True),
-    # Found here: granularity `run` limits runs, not the steps inside one, which the Celery executor runs in
-    # parallel on both workers. This case is also the control: the measurement does see overlapping holds.
-    ("pool granularity run + Celery executor", "default", "probe_celery", 1, "run", False),
-])
-def test_which_arrangement_honours_the_pool(arrangement, launcher, job, limit, granularity, honoured, probe_cluster):
-    cluster, log = probe_cluster
-    cluster.restart_daemon(instance_yaml(run_launcher=launcher, pool_limit=limit, granularity=granularity))
-    earlier_holds = len(log.read_text().splitlines())
-    run_ids = []
-    for _ in range(2):
-        launched = cluster.graphql(LAUNCH, {"job": job})["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_ids.append(launched["run"]["runId"])
-    runs = cluster.wait_for_runs(run_ids, timeout=180)
-    assert [run["status"] for run in runs] == ["SUCCESS", "SUCCESS"], arrangement
-    holds = [line.split() for line in log.read_text().splitlines()[earlier_holds:]]
-    assert len(holds) == 6
-    overlap = max_overlap([(float(start), float(end)) for start, end, _ in holds])
-    workers = {pid for _, _, pid in holds}
-    assert len(workers) == 2, f"{arrangement}: the steps must spread over both workers to prove anything ({holds})"
-    if honoured:
-        assert overlap == 1, f"{arrangement}: pool limit 1, yet {overlap} holds overlapped"
-    else:
-        assert overlap > 1, f"{arrangement}: expected overlapping holds (the pool does not bind here)"
+class TestPoolArrangements:
+    @pytest.mark.parametrize("arrangement, launcher, job, limit, granularity, honoured", [
+        ("CeleryRunLauncher + in-process executor", "celery", "probe_in_process", 1, "op", True),
+        ("default launcher + Celery executor", "default", "probe_celery", 1, "op", True),
+        # Found here: granularity `run` limits runs, not the steps inside one, which the Celery executor runs in
+        # parallel on both workers. This case is also the control: the measurement does see overlapping holds.
+        ("pool granularity run + Celery executor", "default", "probe_celery", 1, "run", False),
+    ])
+    def test_which_arrangement_honours_the_pool(self, arrangement, launcher, job, limit, granularity, honoured, probe_cluster):
+        cluster, log = probe_cluster
+        cluster.restart_daemon(instance_yaml(run_launcher=launcher, pool_limit=limit, granularity=granularity))
+        earlier_holds = len(log.read_text().splitlines())
+        run_ids = []
+        for _ in range(2):
+            launched = cluster.graphql(LAUNCH, {"job": job})["launchRun"]
+            assert launched["__typename"] == "LaunchRunSuccess", launched
+            run_ids.append(launched["run"]["runId"])
+        runs = cluster.wait_for_runs(run_ids, timeout=180)
+        assert [run["status"] for run in runs] == ["SUCCESS", "SUCCESS"], arrangement
+        holds = [line.split() for line in log.read_text().splitlines()[earlier_holds:]]
+        assert len(holds) == 6
+        overlap = max_overlap([(float(start), float(end)) for start, end, _ in holds])
+        workers = {pid for _, _, pid in holds}
+        assert len(workers) == 2, f"{arrangement}: the steps must spread over both workers to prove anything ({holds})"
+        if honoured:
+            assert overlap == 1, f"{arrangement}: pool limit 1, yet {overlap} holds overlapped"
+        else:
+            assert overlap > 1, f"{arrangement}: expected overlapping holds (the pool does not bind here)"
 
 
 # ---- acceptance: the account's limits hold across the cluster, the CLI and the application --------------
@@ -191,8 +193,10 @@ def test_a_thousand_personas_over_two_workers_the_cli_and_the_application_keep_t
             # registers the ones it requests by itself.
             cluster.stop_sensor(LOCATION, "persona_partitions_sensor")
             backfill = store.add_personas(demo_personas(1000, seed=21))
+            # The daemon stores 1,000 baselines and partitions before it submits the runs: minutes on a loaded
+            # machine (README "At 100,000 personas").
             wait_until(lambda: len(provisioning_ranges(cluster.runs())) >= len(backfill) // RUN_BATCH,
-                       "the sensor requests runs for the 1,000 personas")
+                       "the sensor requests runs for the 1,000 personas", timeout=900)
             # The other sets are the CLI's and the application's alone: no sensor requests them.
             cluster.stop_sensor(LOCATION, "new_personas_sensor")
             cli_personas = store.add_personas(demo_personas(150, seed=22))
