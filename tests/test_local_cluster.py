@@ -202,12 +202,12 @@ def test_a_thousand_personas_over_two_workers_the_cli_and_the_application_keep_t
             cli_personas = store.add_personas(demo_personas(150, seed=22))
             interactive = store.add_personas(demo_personas(30, seed=23))
             everyone = backfill + cli_personas + interactive
-            wait_until(lambda: sandbox.stats()["agents"] >= 50, "the runs create agents")
+            wait_until(lambda: sandbox.stats()["agents"] >= 50, "the runs create agents", timeout=600)
             cli = subprocess.Popen([*CLI, "--ids", id_ranges(cli_personas)], env=cluster.env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
             loop = subprocess.Popen([sys.executable, "-c", ENSURE_LOOP, *map(str, interactive)], env=cluster.env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            wait_until(lambda: sandbox.stats()["agents"] >= 400, "400 agents exist")
+            wait_until(lambda: sandbox.stats()["agents"] >= 400, "400 agents exist", timeout=600)
             os.killpg(cluster.pid("worker1"), signal.SIGKILL)  # the worker and the run it executes, mid-run
             cluster.command("start")  # brings worker1 back
             cli_output, cli_errors = cli.communicate(timeout=300)
