@@ -91,8 +91,8 @@ def processes(cfg: dict, work: Path, count: int, **env: Any) -> dict[str, Any]:
 
 
 def _ensure_latencies(store_url: str, sandbox_url: str, ids: list[int]) -> list[float]:
-    code = ("import sys, time, json\nfrom persona_agents_pipeline import api\nout = []\n"
-            "for persona_id in sys.argv[1:]:\n    started = time.perf_counter()\n    api.ensure_agent(int(persona_id))\n"
+    code = ("import sys, time, json\nfrom persona_agents_pipeline import python_api\nout = []\n"
+            "for persona_id in sys.argv[1:]:\n    started = time.perf_counter()\n    python_api.ensure_agent(int(persona_id))\n"
             "    out.append(time.perf_counter() - started)\n    time.sleep(0.2)\nprint(json.dumps(out))")
     result = subprocess.run([PYTHON, "-c", code, *map(str, ids)], env=_env(store_url, sandbox_url),
                             capture_output=True, text=True, check=True, timeout=1800)

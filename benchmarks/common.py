@@ -12,12 +12,19 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+CLI = str(Path(PYTHON).parent / "persona-agents")
 CREATE_PATH = "/v1/convai/agents/create"
 API_KEY = "sandbox-test-key"
+# A section's report rows: add(measurement, value, shown, target, passed), passed None for no target.
+AddRow = Callable[[str, Any, str, str, "bool | None"], None]
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def machine() -> dict[str, Any]:
@@ -218,6 +225,20 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ELEVENLABS_", "PERSONAS_", "PERSONA_AGENTS_", "DAGSTER_"))}
     env.update(extra)
     return env
+
+
+def sandbox_env(database_url: str, sandbox_url: str, rate: float, concurrent: int, **extra: str) -> dict[str, str]:
+    """A child's environment: the personas database, the sandbox with the bench key, the client's limits."""
+    return child_env(PERSONAS_DATABASE_URL=database_url, ELEVENLABS_BASE_URL=sandbox_url, ELEVENLABS_API_KEY=API_KEY,
+                     ELEVENLABS_RATE_LIMIT=f"{rate:g}", ELEVENLABS_MAX_CONCURRENT=str(concurrent), **extra)
+
+
+def run_worker(mode: str, out: Path, env: dict[str, str], *args: str, timeout: float = 1800) -> tuple[dict, dict]:
+    """A `benchmarks.worker` child: what it wrote to `out`, and its timing (run_child)."""
+    child = run_child([PYTHON, "-m", "benchmarks.worker", mode, str(out), *args], env, timeout=timeout)
+    if child["returncode"] != 0 or not out.exists():
+        raise RuntimeError(f"worker {mode} failed ({child['returncode']}):\n{child['stderr_tail']}")
+    return json.loads(out.read_text()), child
 
 
 def write_json(path: Path, data: Any) -> None:

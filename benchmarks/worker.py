@@ -32,11 +32,12 @@ def baseline(out: str, latency: str, rate: str, concurrent: str, sleep_s: str = 
 
     Hosts its own sandbox (same limits) so that it can run beside other measurements without sharing a GIL.
     """
+    from dataclasses import replace
+
     from sqlalchemy import update
 
-    from persona_agents_pipeline.config import Settings
-    from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
-    from persona_agents_pipeline.elevenlabs.rate_limit import RequestLimiter
+    from persona_agents_pipeline.client_factory import build_client
+    from persona_agents_pipeline.config import BUDGET_OFF, Settings
     from persona_agents_pipeline.models import Persona, utcnow
     from persona_agents_pipeline.sandbox import SandboxServer
     from persona_agents_pipeline.store import PersonaStore
@@ -46,11 +47,15 @@ def baseline(out: str, latency: str, rate: str, concurrent: str, sleep_s: str = 
     settings = Settings.from_env()
     store = PersonaStore(settings.database_url)
     with SandboxServer(latency=float(latency), rate_limit=float(rate), max_concurrent=int(concurrent)) as sandbox:
-        limiter = RequestLimiter(float(rate), int(concurrent))
+        # Budget off: this process's own limiter at the sandbox's limits, as before the shared budget existed.
+        client_settings = replace(settings, base_url=sandbox.url, rate_limit=float(rate), max_concurrent=int(concurrent),
+                                  budget_url=BUDGET_OFF)
+        # Tagged with this database's installation, as agent_accounting matches agents to personas by that tag.
+        template = replace(settings.agent_template(), installation_id=store.installation_id())
         launched = time.monotonic()
-        with ElevenLabsClient(API_KEY, sandbox.url, limiter=limiter) as client:
+        with build_client(client_settings, api_key=API_KEY) as client:
             for persona in store.without_agents():
-                payload = settings.agent_template().payload(persona.spec())
+                payload = template.payload(persona.spec())
                 agent_id = client.create_agent(payload)
                 with store.session() as session:
                     session.execute(

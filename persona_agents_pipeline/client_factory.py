@@ -1,5 +1,6 @@
 """The one place an ElevenLabs client is built, with the account's shared budget: the CLI, the Python API,
-the Dagster resource and the benchmarks all call `build_client`."""
+the Dagster resource and the benchmarks all call `build_client` (`test-connection` calls
+`build_connection_test_client`)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,9 @@ def build_client(
     key = api_key if api_key is not None else load_api_key()
     return ElevenLabsClient(key, settings.base_url, limiter=build_limiter(settings, key, priority), **client_options)
 
+
+
+def build_connection_test_client(settings: Settings, api_key: str) -> ElevenLabsClient:
+    """A client outside the shared budget, for `test-connection`: its few requests must work where no
+    persona database (the budget's default home) exists yet."""
+    return ElevenLabsClient(api_key, settings.base_url)

@@ -29,6 +29,13 @@ def default_database_url(env: Mapping[str, str] = os.environ) -> str:
     return f"sqlite:///{data_dir(env) / 'personas.db'}"
 
 
+def database_url_origin(env: Mapping[str, str] = os.environ) -> str:
+    """Where `Settings.database_url` came from, for messages that say where a database was looked for."""
+    if env.get("PERSONAS_DATABASE_URL"):
+        return "PERSONAS_DATABASE_URL"
+    return f"the default for the current directory {Path.cwd()}; PERSONAS_DATABASE_URL or PERSONA_AGENTS_DATA_DIR moves it"
+
+
 def credentials_path(env: Mapping[str, str] = os.environ) -> Path:
     explicit = env.get("PERSONA_AGENTS_CREDENTIALS_FILE")
     if explicit:

@@ -33,9 +33,9 @@ sys.exit(f"{len(failed)} failed, e.g. {failed[0].error}" if failed else 0)
 """
 INTERACTIVE_SCRIPT = """
 import sys
-from persona_agents_pipeline import api
+from persona_agents_pipeline import python_api
 for persona_id in sys.argv[1:]:
-    api.ensure_agent(int(persona_id))
+    python_api.ensure_agent(int(persona_id))
 """
 CLI = [sys.executable, "-m", "persona_agents_pipeline.cli", "create-missing-agents", "--yes"]
 

@@ -42,11 +42,11 @@ def env_for(store, sandbox, **extra):
 
 ENSURE_SCRIPT = """
 import random, sys
-from persona_agents_pipeline import api
+from persona_agents_pipeline import python_api
 ids = [int(arg) for arg in sys.argv[1:]]
 random.shuffle(ids)
 for persona_id in ids:
-    api.ensure_agent(persona_id)
+    python_api.ensure_agent(persona_id)
 """
 
 

@@ -100,11 +100,11 @@ RUN_BATCH = 250
 CLI = [sys.executable, "-m", "persona_agents_pipeline.cli", "create-missing-agents", "--yes"]
 ENSURE_LOOP = """
 import sys
-from persona_agents_pipeline import api
+from persona_agents_pipeline import python_api
 for persona_id in map(int, sys.argv[1:]):
     # Nobody else works on these personas, so the agent ensure_agent returns is this caller's own.
-    assert not api.has_elevenlabs_agent(persona_id), f"persona {persona_id} got an agent from another caller"
-    api.ensure_agent(persona_id)
+    assert not python_api.has_elevenlabs_agent(persona_id), f"persona {persona_id} got an agent from another caller"
+    python_api.ensure_agent(persona_id)
 """
 
 

@@ -31,7 +31,7 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from ..config import clean_api_key, validate_base_url
+from ..config import DEFAULT_BASE_URL, clean_api_key, validate_base_url
 from .errors import (
     ApiConnectionError,
     ApiTimeoutError,
@@ -47,7 +47,6 @@ from .errors import (
 from .budget import PLAN_CONCURRENCY, SharedBudget
 from .rate_limit import RequestLimiter
 
-DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_RETRY_AFTER = 60.0
 CONCURRENCY_CODES = frozenset({"concurrent_limit_exceeded", "too_many_concurrent_requests"})

@@ -46,7 +46,9 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from .agent_store import AgentStore
-from .api import DROP, RAW_BODY_PREFIX, RequestRecord, SandboxApi, SandboxConfig
+from .faults import SandboxConfig
+from .gateway import RequestRecord, SandboxGateway
+from .protocol import DROP, RAW_BODY_PREFIX
 
 DEFAULT_PORT = 8765
 DEFAULT_API_KEYS = ("sandbox-test-key",)
@@ -72,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        reply = self.server.api.handle(self.command, url.path, url.query, headers, body, self.client_address[0])
+        reply = self.server.gateway.handle(self.command, url.path, url.query, headers, body, self.client_address[0])
         if reply is DROP:
             # Created (maybe) but never answered: the client sees the connection close.
             self.close_connection = True
@@ -96,8 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], api: SandboxApi) -> None:
-        self.api = api
+    def __init__(self, address: tuple[str, int], gateway: SandboxGateway) -> None:
+        self.gateway = gateway
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -152,8 +154,8 @@ class SandboxServer:
         return f"http://{host}:{port}"
 
     @property
-    def api(self) -> SandboxApi:
-        return self._running().api
+    def gateway(self) -> SandboxGateway:
+        return self._running().gateway
 
     def _running(self) -> _HttpServer:
         if self._httpd is None:
@@ -162,8 +164,8 @@ class SandboxServer:
 
     def start(self) -> SandboxServer:
         store = AgentStore(self._state_path)
-        api = SandboxApi(store, self._config, self._api_keys, self._restricted_keys)
-        self._httpd = _HttpServer(self._address, api)
+        gateway = SandboxGateway(store, self._config, self._api_keys, self._restricted_keys)
+        self._httpd = _HttpServer(self._address, gateway)
         # A short poll interval keeps stop() fast (shutdown waits for the next poll).
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         name="elevenlabs-sandbox", daemon=True)
@@ -176,7 +178,7 @@ class SandboxServer:
         self._httpd.shutdown()
         self._httpd.close_open_connections()
         self._httpd.server_close()
-        self._httpd.api.store.close()
+        self._httpd.gateway.store.close()
         if self._thread:
             self._thread.join()
         self._httpd = self._thread = None
@@ -190,22 +192,22 @@ class SandboxServer:
     # Direct accessors for tests: they bypass HTTP, auth, limits and faults.
 
     def agents(self) -> list[dict[str, Any]]:
-        return self.api.store.all()
+        return self.gateway.store.all()
 
     def create_agent_directly(self, payload: dict[str, Any]) -> str:
-        return self.api.create_directly(payload)
+        return self.gateway.endpoints.create_directly(payload)
 
     def delete_agent_directly(self, agent_id: str) -> bool:
-        return self.api.store.delete(agent_id)
+        return self.gateway.store.delete(agent_id)
 
     def stats(self) -> dict[str, Any]:
-        return self.api.stats()
+        return self.gateway.stats()
 
     def request_log(self) -> list[RequestRecord]:
-        return self.api.request_log()
+        return self.gateway.request_log()
 
     def configure(self, **changes: Any) -> None:
-        self.api.reconfigure(changes)
+        self.gateway.reconfigure(changes)
 
 
 def run_sandbox(

@@ -1,7 +1,7 @@
 """Python API mirroring the original model methods, for application code.
 
-    from persona_agents_pipeline import api
-    agent_id = api.ensure_agent(persona_id)   # before a training session starts
+    from persona_agents_pipeline import python_api
+    agent_id = python_api.ensure_agent(persona_id)   # before a training session starts
 
 Each function takes an optional `service`; without one it builds a service from the environment once.
 """

@@ -1,0 +1,85 @@
+"""What the sandbox can be told to do wrong, as the real API does under load (reference §4, §9): limits and
+faults (`SandboxConfig`, changeable at runtime), the seeded dice that decide when a fault strikes, and the
+answers of the faults that are not tied to one endpoint."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from .protocol import RAW_BODY_PREFIX, Reply, error_reply, internal_error_reply, invalid_key_reply
+
+
+@dataclass
+class SandboxConfig:
+    """Limits and faults; all changeable at runtime through POST /_sandbox/config."""
+
+    latency: float = 0.0
+    rate_limit: float | None = None
+    max_concurrent: int | None = None
+    retry_after: bool = True
+    error_rate: float = 0.0
+    error_after_create_rate: float = 0.0
+    drop_after_create_rate: float = 0.0
+    drop_delete_response_rate: float = 0.0
+    # How searches (agent lists with `search`, i.e. adoption lookups) fail, at search_fault_rate:
+    # "non_json" (200 with an HTML body), "400", "401", "429" (Retry-After: 0) or "timeout" (answers
+    # only after search_timeout_seconds).
+    search_fault: str | None = None
+    search_fault_rate: float = 1.0
+    search_timeout_seconds: float = 2.0
+    system_busy_rate: float = 0.0  # fraction answered 429 system_busy (nothing is done)
+    # How the account's concurrency (max_concurrent) is made known, as the real API may: "header"
+    # (current-/maximum-concurrent-requests on every answer), "user" (GET /v1/user
+    # subscription_extras.concurrency), "both", or "none" (then /v1/user shows only the plan).
+    announce_limit: str = "user"
+    seed: int | None = None
+
+
+class Dice:
+    """One seeded random source for every fault, shared by the request threads (a seed replays a run)."""
+
+    def __init__(self, seed: int | None) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+
+    def reseed(self, seed: int | None) -> None:
+        with self._lock:
+            self._rng = random.Random(seed)
+
+    def roll(self, probability: float) -> bool:
+        """True with the given probability (never, without drawing, at 0)."""
+        if probability <= 0:
+            return False
+        with self._lock:
+            return self._rng.random() < probability
+
+
+def server_error_reply(dice: Dice, request_id: str) -> Reply:
+    """A 503 or a 500, evenly."""
+    if dice.roll(0.5):
+        return error_reply(503, "service_unavailable", "service_unavailable",
+                           "The service is temporarily unavailable. Please retry.", request_id)
+    return internal_error_reply(request_id)
+
+
+def search_fault_reply(config: SandboxConfig, dice: Dice, search: str | None, request_id: str) -> Reply | None:
+    """The configured failure of an adoption search, or None to answer it normally."""
+    fault = config.search_fault
+    if not fault or not search or not dice.roll(config.search_fault_rate):
+        return None
+    if fault == "timeout":
+        time.sleep(config.search_timeout_seconds)
+        return None
+    if fault == "non_json":
+        return Reply(200, RAW_BODY_PREFIX + "<html><body>502 Bad Gateway</body></html>")
+    status = int(fault)
+    if status == 401:
+        return invalid_key_reply(request_id)
+    reply = error_reply(status, "rate_limit_error" if status == 429 else "invalid_request", f"search_fault_{status}",
+                        "Injected search failure.", request_id)
+    if status == 429:
+        reply.headers["Retry-After"] = "0"
+    return reply
