@@ -17,12 +17,13 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -50,15 +51,9 @@ query PartitionStatus {
 """
 DAEMONS_QUERY = "query { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
 # What the partitions page's Materialize sends for the selected partitions.
-LAUNCH_BACKFILL = """
-mutation($partitionNames: [String!]) {
-  launchPartitionBackfill(backfillParams: {assetSelection: [{path: ["persona_agent"]}], partitionNames: $partitionNames}) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}
-"""
+LAUNCH_BACKFILL = """mutation($partitionNames: [String!]) { launchPartitionBackfill(backfillParams: {assetSelection:
+  [{path: ["persona_agent"]}], partitionNames: $partitionNames}) { __typename
+  ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
 BACKFILL_STATUS = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
 
 
@@ -106,17 +101,15 @@ def child(mode: str, out: Path, env: dict[str, str], timeout: float = 1800) -> d
     return json.loads(out.read_text()) | {"process_wall_s": result["wall_s"], "peak_rss_mb": result["peak_rss_mb"]}
 
 
-def last_persona_id(url: str) -> int:
-    import sqlite3
-
+def next_persona_keys(url: str, n: int) -> list[str]:
+    """The partition keys of the next n personas inserted (ids continue the table's)."""
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
-        return db.execute("SELECT coalesce(max(id), 0) FROM personas").fetchone()[0]
+        last = db.execute("SELECT coalesce(max(id), 0) FROM personas").fetchone()[0]
+    return [str(last + i) for i in range(1, n + 1)]
 
 
 def reset_new_personas(url: str, first_new_id: int) -> None:
     """Forget the agents of the personas a run created, so the next repetition provisions them again."""
-    import sqlite3
-
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
         db.execute(f"UPDATE personas SET {', '.join(f'{c} = NULL' for c in AGENT_COLUMNS)} WHERE id >= ?", (first_new_id,))
 
@@ -124,7 +117,7 @@ def reset_new_personas(url: str, first_new_id: int) -> None:
 @contextmanager
 def dagster_services(env: dict[str, str], *, daemon: bool = False) -> Iterator[str]:
     """A real dagster-webserver (and with `daemon`, `dagster-daemon run`) on this instance; yields its URL.
-    Each runs in its own process group, ended as a group (with the run workers a daemon started)."""
+    Ends them with every process they started (the daemon's code servers and run workers have sessions of their own)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -139,14 +132,25 @@ def dagster_services(env: dict[str, str], *, daemon: bool = False) -> Iterator[s
         wait_until("the webserver", lambda: requests.get(f"{url}/server_info", timeout=2).ok, 180)
         yield url
     finally:
+        tree = [pid for process in processes for pid in process_tree(process.pid)]
         for process in processes:
             os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        for pid in tree:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for process in processes:
+            process.wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    try:
+        children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+    except OSError:  # the process, or one of its threads, has ended meanwhile
+        children = []
+    return [pid] + [descendant for child in children for descendant in process_tree(child)]
 
 
 def wait_until(what: str, ready, timeout: float, interval: float = 0.5):
@@ -246,8 +250,7 @@ def scale(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 def deployed_home(home: Path) -> None:
-    """Give an instance the settings of deploy/dagster.yaml that shape a backfill: queued runs, the pools'
-    limit, threaded sensors and schedules (its storage stays; runs stay on the default launcher)."""
+    """deploy/dagster.yaml's run queue, pool limit and daemon threads on this instance (storage and run launcher kept)."""
     import yaml
 
     deployed = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
@@ -257,11 +260,10 @@ def deployed_home(home: Path) -> None:
 
 
 def limited_backfill(cfg: dict[str, Any], work: Path, storage: str, c: dict[str, Any], size: int) -> dict[str, Any]:
-    """New personas at the largest size, backfilled as a user does against a 10 requests/s sandbox: webserver
-    and daemon up (persona_partitions_sensor registers the new personas), then the partitions page's
-    Materialize over them (launchPartitionBackfill): the backfill daemon creates runs of RUN_BATCH_SIZE
-    (the asset's BackfillPolicy) and queues them, the queue starts them, the `elevenlabs_api` pool admits
-    their steps. Throughput counts from the click to the last agent."""
+    """New personas at the largest size, backfilled as a user does against a 10 requests/s sandbox: webserver and
+    daemon up (persona_partitions_sensor registers the new personas), then the partitions page's Materialize over
+    them: the backfill daemon creates runs of RUN_BATCH_SIZE (the asset's BackfillPolicy) and queues them, the
+    queue starts them, the `elevenlabs_api` pool admits their steps. Throughput from the click to the last agent."""
     import dagster as dg
 
     from persona_agents_pipeline.sandbox import SandboxServer
@@ -269,9 +271,8 @@ def limited_backfill(cfg: dict[str, Any], work: Path, storage: str, c: dict[str,
     n, latency, rate, conc = cfg["scale_backfill"], cfg["latency_s"], cfg["rate_limit"], cfg["max_concurrent"]
     home = Path(c["env"]["DAGSTER_HOME"])
     deployed_home(home)
-    first_new = last_persona_id(c["url"]) + 1
-    seed(c["url"], n, start=10**6)  # ids continue the table's; `start` only varies names and traits
-    new_keys = [str(pid) for pid in range(first_new, first_new + n)]
+    new_keys = next_persona_keys(c["url"], n)
+    seed(c["url"], n, start=10**6)  # `start` only varies names and traits
     log(f"{storage}: backfill of {n} new personas at {size:,} partitions through the daemon, sandbox {rate:g}/s")
     with SandboxServer(latency=latency, rate_limit=rate, max_concurrent=conc) as sandbox, \
             dg.DagsterInstance.from_config(str(home)) as instance:
@@ -289,13 +290,12 @@ def limited_backfill(cfg: dict[str, Any], work: Path, storage: str, c: dict[str,
             load_after = Path("/proc/loadavg").read_text().split()[:3]
             runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": answer["backfillId"]}), ascending=True)
             phases = [run_phases(instance, record.dagster_run.run_id, launched_at) for record in runs]
-        log_ = sandbox.request_log()
-        times, stats = create_times(log_), sandbox.stats()
-    other = [r.arrived for r in log_ if r.arrived >= launched and r.path != CREATE_PATH]
-    return {**throughput(times, launched, latency, n, rate), "backfill_status": status, "runs": len(runs),
-            "run_phases": phases, "registered_before": size, "rate_limited_429": stats["rate_limited"],
-            "other_requests_before_last_create": sum(1 for t in other if times and t <= times[-1]),
-            "loadavg_before": load_before, "loadavg_after": load_after}
+        requests_seen, stats = sandbox.request_log(), sandbox.stats()
+    times = create_times(requests_seen)
+    return {**throughput(times, launched, latency, n, rate), "backfill_status": status, "runs": len(runs), "run_phases": phases,
+            "registered_before": size, "rate_limited_429": stats["rate_limited"], "loadavg_before": load_before,
+            "loadavg_after": load_after, "other_requests_before_last_create":
+            sum(1 for r in requests_seen if r.path != CREATE_PATH and launched <= r.arrived <= (times or [0])[-1])}
 
 
 def backfill_finished(url: str, backfill_id: str) -> str | None:
