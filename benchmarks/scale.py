@@ -4,8 +4,9 @@ For SQLite and PostgreSQL Dagster storage, and 1,000 / 10,000 / 100,000 register
 - one run provisioning 500 new personas against an unthrottled sandbox (only our and Dagster's costs
   count), repeated and interleaved across sizes so that load on the machine hits every size alike;
 - the partition-status GraphQL query of the UI's partitions page, through a real dagster-webserver;
-then at the largest size: a batched backfill against a 10 requests/s sandbox, and a sensor tick that
-registers 20,000 new personas, applied the way the sensor daemon applies it.
+then at the largest size: a backfill against a 10 requests/s sandbox, launched from the partitions page
+through a running webserver and daemon (as a user launches it), and a sensor tick that registers 20,000 new
+personas, applied the way the sensor daemon applies it.
 
 Child side: `python -m benchmarks.scale MODE OUT.json` (each run in its own process, like a run worker).
 """
@@ -14,18 +15,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import requests
 
-from .common import API_KEY, PYTHON, ROOT, child_env, create_times, fresh_store, run_child, seed, throughput
+from .common import API_KEY, CREATE_PATH, PYTHON, ROOT, child_env, create_times, fresh_store, run_child, seed, throughput
 
 NEW_PER_RUN = 500
 SAMPLE = 2_000
@@ -45,6 +49,12 @@ query PartitionStatus {
   }
 }
 """
+DAEMONS_QUERY = "query { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
+# What the partitions page's Materialize sends for the selected partitions.
+LAUNCH_BACKFILL = """mutation($partitionNames: [String!]) { launchPartitionBackfill(backfillParams: {assetSelection:
+  [{path: ["persona_agent"]}], partitionNames: $partitionNames}) { __typename
+  ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+BACKFILL_STATUS = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
 
 
 def log(message: str) -> None:
@@ -91,49 +101,88 @@ def child(mode: str, out: Path, env: dict[str, str], timeout: float = 1800) -> d
     return json.loads(out.read_text()) | {"process_wall_s": result["wall_s"], "peak_rss_mb": result["peak_rss_mb"]}
 
 
+def next_persona_keys(url: str, n: int) -> list[str]:
+    """The partition keys of the next n personas inserted (ids continue the table's)."""
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        last = db.execute("SELECT coalesce(max(id), 0) FROM personas").fetchone()[0]
+    return [str(last + i) for i in range(1, n + 1)]
+
+
 def reset_new_personas(url: str, first_new_id: int) -> None:
     """Forget the agents of the personas a run created, so the next repetition provisions them again."""
-    import sqlite3
-
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
         db.execute(f"UPDATE personas SET {', '.join(f'{c} = NULL' for c in AGENT_COLUMNS)} WHERE id >= ?", (first_new_id,))
 
 
-def partition_status_query_ms(env: dict[str, str], repeats: int = 3) -> dict[str, Any]:
-    """The UI partitions page's status query through a real dagster-webserver: first (cold) and later calls."""
+@contextmanager
+def dagster_services(env: dict[str, str], *, daemon: bool = False) -> Iterator[str]:
+    """A real dagster-webserver (and with `daemon`, `dagster-daemon run`) on this instance; yields its URL.
+    Ends them with every process they started (the daemon's code servers and run workers have sessions of their own)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(PYTHON).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    bin_dir = Path(PYTHON).parent
+    commands = [[str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]]
+    if daemon:
+        commands.append([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"])
+    processes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True) for command in commands]
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
+        wait_until("the webserver", lambda: requests.get(f"{url}/server_info", timeout=2).ok, 180)
+        yield url
+    finally:
+        tree = [pid for process in processes for pid in process_tree(process.pid)]
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+        for pid in tree:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for process in processes:
+            process.wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    try:
+        children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+    except OSError:  # the process, or one of its threads, has ended meanwhile
+        children = []
+    return [pid] + [descendant for child in children for descendant in process_tree(child)]
+
+
+def wait_until(what: str, ready, timeout: float, interval: float = 0.5):
+    """Poll `ready` (a falsy answer or a connection error is "not yet") until it answers; its answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = ready()
+        except requests.RequestException:
+            answer = None
+        if answer:
+            return answer
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def graphql(url: str, query: str, **variables) -> dict[str, Any]:
+    body = requests.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=600).json()
+    if "errors" in body:
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    return body["data"]
+
+
+def partition_status_query_ms(env: dict[str, str], repeats: int = 3) -> dict[str, Any]:
+    """The UI partitions page's status query through a real dagster-webserver: first (cold) and later calls."""
+    with dagster_services(env) as url:
         samples, stats = [], None
         for _ in range(repeats):
             started = time.perf_counter()
-            response = requests.post(f"{url}/graphql", json={"query": PARTITION_STATUS_QUERY}, timeout=600)
+            stats = graphql(url, PARTITION_STATUS_QUERY)["assetNodeOrError"]["partitionStats"]
             samples.append((time.perf_counter() - started) * 1000)
-            body = response.json()
-            if "errors" in body:
-                raise RuntimeError(f"GraphQL errors: {body['errors']}")
-            stats = body["data"]["assetNodeOrError"]["partitionStats"]
         return {"first_ms": samples[0], "later_ms": statistics.median(samples[1:]), "partition_stats": stats}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def scale(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -200,19 +249,58 @@ def scale(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     return out
 
 
+def deployed_home(home: Path) -> None:
+    """deploy/dagster.yaml's run queue, pool limit and daemon threads on this instance (storage and run launcher kept)."""
+    import yaml
+
+    deployed = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config.update({key: deployed[key] for key in ("run_coordinator", "concurrency", "sensors", "schedules")})
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+
 def limited_backfill(cfg: dict[str, Any], work: Path, storage: str, c: dict[str, Any], size: int) -> dict[str, Any]:
-    """New personas at the largest size, provisioned by batched runs against a 10 requests/s sandbox."""
+    """New personas at the largest size, backfilled as a user does against a 10 requests/s sandbox: webserver and
+    daemon up (persona_partitions_sensor registers the new personas), then the partitions page's Materialize over
+    them: the backfill daemon creates runs of RUN_BATCH_SIZE (the asset's BackfillPolicy) and queues them, the
+    queue starts them, the `elevenlabs_api` pool admits their steps. Throughput from the click to the last agent."""
+    import dagster as dg
+
     from persona_agents_pipeline.sandbox import SandboxServer
 
     n, latency, rate, conc = cfg["scale_backfill"], cfg["latency_s"], cfg["rate_limit"], cfg["max_concurrent"]
-    seed(c["url"], n, start=10**6)  # ids continue the table's; `start` only varies names and traits
-    log(f"{storage}: backfill of {n} new personas at {size:,} partitions, sandbox {rate:g}/s")
-    with SandboxServer(latency=latency, rate_limit=rate, max_concurrent=conc) as sandbox:
+    home = Path(c["env"]["DAGSTER_HOME"])
+    deployed_home(home)
+    new_keys = next_persona_keys(c["url"], n)
+    seed(c["url"], n, start=10**6)  # `start` only varies names and traits
+    log(f"{storage}: backfill of {n} new personas at {size:,} partitions through the daemon, sandbox {rate:g}/s")
+    with SandboxServer(latency=latency, rate_limit=rate, max_concurrent=conc) as sandbox, \
+            dg.DagsterInstance.from_config(str(home)) as instance:
         env = c["env"] | {"ELEVENLABS_BASE_URL": sandbox.url, "ELEVENLABS_RATE_LIMIT": f"{rate:g}"}
-        data = child("backfill", work / f"backfill_{storage}.json", env, timeout=n * 3 + 600)
-        times, stats = create_times(sandbox.request_log()), sandbox.stats()
-    return {**throughput(times, data["launched"], latency, n, rate), "runs": data["runs"],
-            "run_phases": data["run_phases"], "registered_before": data["registered_before"], "rate_limited_429": stats["rate_limited"]}
+        with dagster_services(env, daemon=True) as url:
+            wait_until("the daemons", lambda: all(d["healthy"] for d in graphql(url, DAEMONS_QUERY)["instance"]["daemonHealth"]
+                                                  ["allDaemonStatuses"] if d["required"]), 300, interval=2)
+            wait_until("persona_partitions_sensor", lambda: instance.has_dynamic_partition("personas", new_keys[-1]), 1200, interval=2)
+            load_before = Path("/proc/loadavg").read_text().split()[:3]
+            launched, launched_at = time.monotonic(), time.time()
+            answer = graphql(url, LAUNCH_BACKFILL, partitionNames=new_keys)["launchPartitionBackfill"]
+            if answer["__typename"] != "LaunchBackfillSuccess":
+                raise RuntimeError(f"backfill not launched: {answer}")
+            status = wait_until("the backfill", lambda: backfill_finished(url, answer["backfillId"]), n * 3 + 600, interval=2)
+            load_after = Path("/proc/loadavg").read_text().split()[:3]
+            runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": answer["backfillId"]}), ascending=True)
+            phases = [run_phases(instance, record.dagster_run.run_id, launched_at) for record in runs]
+        requests_seen, stats = sandbox.request_log(), sandbox.stats()
+    times = create_times(requests_seen)
+    return {**throughput(times, launched, latency, n, rate), "backfill_status": status, "runs": len(runs), "run_phases": phases,
+            "registered_before": size, "rate_limited_429": stats["rate_limited"], "loadavg_before": load_before,
+            "loadavg_after": load_after, "other_requests_before_last_create":
+            sum(1 for r in requests_seen if r.path != CREATE_PATH and launched <= r.arrived <= (times or [0])[-1])}
+
+
+def backfill_finished(url: str, backfill_id: str) -> str | None:
+    status = graphql(url, BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]["status"]
+    return None if status in ("REQUESTED", "CANCELING", "FAILING") else status
 
 
 def target_rows(results: dict[str, Any], add) -> None:
@@ -238,8 +326,9 @@ def target_rows(results: dict[str, Any], add) -> None:
             " / ".join(f"{r[size]['graphql']['first_ms']:.0f} ({r[size]['graphql']['later_ms']:.0f})" for size in sizes)
             + " ms first (later)", "", None)
         b = r["backfill_10_per_s"]
-        add(f"backfill at {int(sizes[-1]):,} partitions, {storage}, sandbox 10/s", b["ratio_to_rate_limit"],
-            f"{b['agents_per_s']:.2f} agents/s = {b['ratio_to_rate_limit']:.1%} of the limit ({b['seconds']:.0f} s, {b['runs']} runs)",
+        add(f"UI backfill at {int(sizes[-1]):,} partitions, daemon, {storage}, sandbox 10/s", b["ratio_to_rate_limit"],
+            f"{b['agents_per_s']:.2f} agents/s = {b['ratio_to_rate_limit']:.1%} of the limit ({b['seconds']:.0f} s, {b['runs']} runs, "
+            f"first agent {b['first_create_after_launch_s']:.0f} s after the click)",
             ">= 80% of rate limit", b["ratio_to_rate_limit"] >= 0.80)
         t = r["tick_20k"]
         add(f"sensor tick registering {t['new']:,} personas, {storage}", t["evaluate_s"],
@@ -273,8 +362,8 @@ def _new_keys() -> list[str]:
 
 def run_phases(instance, run_id: str, launched_at: float) -> dict[str, float]:
     """Where a run's time went, from its own event log (seconds after `launched_at`, a wall-clock time):
-    the planned events Dagster writes per partition before the run starts, the step's start, and the
-    first and last per-partition materialization."""
+    the planned events Dagster writes per partition when it creates the run, the run's and the step's
+    start, and the first and last per-partition materialization."""
     firsts: dict[str, float] = {}
     lasts: dict[str, float] = {}
     for record in instance.get_records_for_run(run_id, limit=1_000_000).records:
@@ -282,7 +371,9 @@ def run_phases(instance, run_id: str, launched_at: float) -> dict[str, float]:
         kind = entry.dagster_event.event_type_value if entry.dagster_event else "log"
         firsts.setdefault(kind, entry.timestamp - launched_at)
         lasts[kind] = entry.timestamp - launched_at
-    return {"planned_done_s": lasts.get("ASSET_MATERIALIZATION_PLANNED", 0.0), "step_start_s": firsts.get("STEP_START", 0.0),
+    return {"planned_start_s": firsts.get("ASSET_MATERIALIZATION_PLANNED", 0.0),
+            "planned_done_s": lasts.get("ASSET_MATERIALIZATION_PLANNED", 0.0), "run_start_s": firsts.get("PIPELINE_START", 0.0),
+            "step_start_s": firsts.get("STEP_START", 0.0),
             "first_materialization_s": firsts.get("ASSET_MATERIALIZATION", 0.0),
             "last_materialization_s": lasts.get("ASSET_MATERIALIZATION", 0.0), "run_end_s": lasts.get("PIPELINE_SUCCESS", 0.0)}
 
@@ -304,26 +395,6 @@ def _run(out: str) -> None:
         phases = run_phases(instance, result.run_id, wall_started)
     Path(out).write_text(json.dumps({"partitions": len(keys), "success": result.success, "seconds": seconds,
                                      "cpu_s": cpu_s, "materialized": len(materialized), "phases": phases}))
-
-
-def _backfill(out: str) -> None:
-    """Register the new personas (as the sensor does), then run them in batches one after another."""
-    import dagster as dg
-
-    from persona_agents_pipeline.defs.in_process import execute_run_request
-    from persona_agents_pipeline.defs.partitions import register
-    from persona_agents_pipeline.defs.sensors import batches, range_run_request
-
-    keys = _new_keys()
-    with dg.DagsterInstance.get() as instance:
-        registered_before = len(instance.get_dynamic_partitions("personas"))
-        register(instance, keys)
-        launched, launched_at = time.monotonic(), time.time()
-        results = [execute_run_request(instance, range_run_request(batch, run_key=None, reason="benchmark"))
-                   for batch in batches(keys)]
-        phases = [run_phases(instance, result.run_id, launched_at) for result in results]
-    Path(out).write_text(json.dumps({"launched": launched, "runs": len(results), "succeeded": sum(r.success for r in results),
-                                     "registered_before": registered_before, "run_phases": phases}))
 
 
 def _tick(out: str) -> None:
@@ -372,7 +443,7 @@ def _tick(out: str) -> None:
         }))
 
 
-MODES = {"register": _register, "run": _run, "backfill": _backfill, "tick": _tick}
+MODES = {"register": _register, "run": _run, "tick": _tick}
 
 if __name__ == "__main__":
     MODES[sys.argv[1]](*sys.argv[2:])
