@@ -180,6 +180,15 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ConfigurationError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
 def _optional_positive_float(env: Mapping[str, str], name: str) -> float | None:
     return _positive_float(env, name, 0.0) if env.get(name) else None
 
@@ -226,6 +235,11 @@ class Settings:
     dashboard_url: str = "https://elevenlabs.io/app/agents/agents"
     # How long a claim outlives a crashed process; live processes renew theirs.
     claim_lease_seconds: float = 60.0
+    # Dagster automation: partitions per run (why 500: defs/partitions.py), sensor tick, schedules.
+    run_batch_size: int = 500
+    sensor_interval_seconds: int = 30
+    backfill_cron: str = "0 3 * * *"  # backfill_missing_agents: daily
+    verify_cron: str = "0 4 * * 0"  # verify_agents: weekly (off until turned on)
 
     @property
     def worker_threads(self) -> int:
@@ -256,4 +270,8 @@ class Settings:
             budget_lease_seconds=_positive_float(env, "PERSONA_AGENTS_BUDGET_LEASE_SECONDS", 45.0),
             interactive_reserve=_reserve(env),
             claim_lease_seconds=_positive_float(env, "PERSONA_AGENTS_CLAIM_LEASE_SECONDS", 60.0),
+            run_batch_size=_positive_int(env, "PERSONA_AGENTS_RUN_BATCH_SIZE", 500),
+            sensor_interval_seconds=_positive_int(env, "PERSONA_AGENTS_SENSOR_INTERVAL", 30),
+            backfill_cron=env.get("PERSONA_AGENTS_BACKFILL_CRON") or "0 3 * * *",
+            verify_cron=env.get("PERSONA_AGENTS_VERIFY_CRON") or "0 4 * * 0",
         )

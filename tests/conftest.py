@@ -61,6 +61,15 @@ def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'personas.db'}"
 
 
+@pytest.fixture
+def sqlite_store(sqlite_url):
+    """A persona store in a SQLite file, for tests about SQLite itself."""
+    persona_store = PersonaStore(sqlite_url)
+    persona_store.upgrade()
+    yield persona_store
+    persona_store.engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
@@ -94,6 +103,18 @@ def sandbox_client(sandbox):
 
     with ElevenLabsClient("sandbox-test-key", sandbox.url, backoff_base=0.01, backoff_max=0.05) as client:
         yield client
+
+
+# ---- Dagster -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def instance():
+    """A fresh DagsterInstance with its own temporary storage."""
+    import dagster as dg
+
+    with dg.instance_for_test() as dagster_instance:
+        yield dagster_instance
 
 
 # ---- the CLI's environment ---------------------------------------------------------------------

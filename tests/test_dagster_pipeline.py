@@ -7,21 +7,22 @@ import uuid
 import dagster as dg
 import pytest
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.checks import EXISTS, MATCHES
 from persona_agents_pipeline.defs.checks_after_materialize import checks_after_materialize_sensor
+from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
-from persona_agents_pipeline.defs.schedules import backfill_missing_agents, spans
-from persona_agents_pipeline.defs.sensors import ENSURE_RUN_CONFIG, new_personas_sensor, persona_partitions_sensor, range_run_request
+from persona_agents_pipeline.defs.run_requests import ENSURE_RUN_CONFIG, range_run_request, spans
+from persona_agents_pipeline.defs.schedules import backfill_missing_agents
+from persona_agents_pipeline.defs.sensors import new_personas_sensor, persona_partitions_sensor
 from persona_agents_pipeline.definitions import defs
+from persona_agents_pipeline.in_process_runs import execute_run_request
 from persona_agents_pipeline.sandbox import SandboxServer
 from persona_agents_pipeline.store import PersonaStore
 
 from dagster_helpers import apply_partition_requests
-from persona_agents_pipeline.defs.in_process import execute_run_request
 
 PARTITIONS = personas_partitions.name
 RESOURCES = {"persona_store": PersonaStoreResource()}
@@ -91,7 +92,7 @@ def run_sensor_tick(instance, cursor=None):
 
 
 def range_of(request: dg.RunRequest) -> tuple[str, str]:
-    return request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
+    return request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
 
 
 def materializations(instance, key: str) -> list[dg.AssetMaterialization]:
@@ -106,7 +107,7 @@ def latest_metadata(instance, key: str) -> dict:
 
 
 def single_partition_request(key: str) -> dg.RunRequest:
-    return dg.RunRequest(asset_selection=[persona_agent.key], tags={ASSET_PARTITION_RANGE_START_TAG: key, ASSET_PARTITION_RANGE_END_TAG: key})
+    return dg.RunRequest(asset_selection=[persona_agent.key], tags=range_tags(key, key))
 
 
 def check_results(run_result) -> dict[str, dg.AssetCheckEvaluation]:
@@ -322,7 +323,7 @@ def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, i
     instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
     request = dg.RunRequest(
         asset_selection=[persona_agent.key],
-        tags={ASSET_PARTITION_RANGE_START_TAG: str(ids[0]), ASSET_PARTITION_RANGE_END_TAG: str(ids[-1])},
+        tags=range_tags(str(ids[0]), str(ids[-1])),
     )
 
     result = execute_run_request(instance, request)

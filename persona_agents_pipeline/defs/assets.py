@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ..models import AGENT_STATUSES, AgentEvent, Persona, utcnow
 from ..provisioning import Outcome, ProvisionResult
-from ..reconcile import desired_config_hash, drifted_hashes
+from ..drift import desired_config_hash, drifted_hashes
 from .materializations import PartitionRecorder
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service

@@ -1,10 +1,11 @@
 """The dynamic partitions of `persona_agent` and how many partitions one run takes."""
 
 
-import os
 from typing import Sequence
 
 import dagster as dg
+
+from .resources import definition_settings
 
 # One partition per persona; the key is the persona id as text.
 personas_partitions = dg.DynamicPartitionsDefinition(name="personas")
@@ -12,7 +13,8 @@ personas_partitions = dg.DynamicPartitionsDefinition(name="personas")
 # How many partitions one run provisions. A run creates its agents concurrently (bounded by the
 # client's rate and concurrency limits), so a few large runs beat many small ones: each run costs about
 # a second to start (benchmarks/results/latest.md).
-RUN_BATCH_SIZE = int(os.environ.get("PERSONA_AGENTS_RUN_BATCH_SIZE", "500"))
+# PERSONA_AGENTS_RUN_BATCH_SIZE sets it (config.py).
+RUN_BATCH_SIZE = definition_settings().run_batch_size
 
 
 def persona_key(persona_id: int) -> str:
