@@ -13,7 +13,7 @@ from persona_agents_pipeline.defs.checks import EXISTS, MATCHES
 from persona_agents_pipeline.defs.checks_after_materialize import checks_after_materialize_sensor
 from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from persona_agents_pipeline.defs.partitions import personas_partitions
-from persona_agents_pipeline.defs.resources import PersonaStoreResource
+from persona_agents_pipeline.defs.resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
 from persona_agents_pipeline.defs.run_requests import ENSURE_RUN_CONFIG, range_run_request, spans
 from persona_agents_pipeline.defs.schedules import backfill_missing_agents
 from persona_agents_pipeline.defs.sensors import new_personas_sensor, persona_partitions_sensor
@@ -100,6 +100,49 @@ def materializations(instance, key: str) -> list[dg.AssetMaterialization]:
         dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=100
     ).records
     return [record.asset_materialization for record in records]
+
+
+def observations(instance, key: str) -> list[dg.AssetObservation]:
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=100
+    ).records
+    return [record.asset_observation for record in records]
+
+
+def test_a_verified_noop_materializes_only_partitions_that_are_not_green_and_fresh(store, instance, sandbox, api_key):
+    """Converging to 'verified' re-materializes a partition that was never materialized (agent made outside
+    Dagster), failed since its materialization, or is stale; a green, fresh one only gets an observation."""
+    ids = store.add_personas(persona_rows(4))
+    keys = [str(i) for i in ids]
+    instance.add_dynamic_partitions(PARTITIONS, keys)
+    assert execute_run_request(instance, range_request(ids[:3])).success
+    service = provisioning_service(PersonaStoreResource(), ElevenLabsResource(api_key=api_key))
+    assert service.ensure_agent(ids[3]).ok  # the CLI's path: an agent, no materialization
+    with store.engine.begin() as connection:  # a bad value fails ids[1]'s partition ...
+        connection.exec_driver_sql(f"UPDATE personas SET chattiness = 7 WHERE id = {ids[1]}")
+    assert not execute_run_request(instance, range_request(ids[1:2])).success
+    with store.engine.begin() as connection:  # ... and is put back: its agent is current again
+        connection.exec_driver_sql(f"UPDATE personas SET chattiness = {persona_rows(4)[1]['chattiness']} WHERE id = {ids[1]}")
+    # ids[2]'s persona is observed with a new data version (stale); its agent is brought up to date by the CLI.
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95 WHERE id = {ids[2]}")
+    instance.report_runless_asset_event(dg.AssetObservation(
+        "personas", partition=keys[2], tags={"dagster/data_version": "edited"}
+    ))
+    assert service.update_agent(ids[2]).outcome.value == "updated"
+    service.client.close()
+    before = {key: len(materializations(instance, key)) for key in keys}
+
+    assert execute_run_request(instance, range_request(ids)).success
+
+    outcomes = {key: latest_metadata(instance, key)["outcome"] for key in keys}
+    assert {key: len(materializations(instance, key)) - before[key] for key in keys} == {
+        keys[0]: 0, keys[1]: 1, keys[2]: 1, keys[3]: 1
+    }, outcomes
+    assert [o.metadata["outcome"].value for o in observations(instance, keys[0])] == ["verified"]
+    assert instance.get_materialized_partitions(persona_agent.key) == set(keys)
+    status = get_and_update_asset_status_cache_value(instance, persona_agent.key, personas_partitions)
+    assert not status.deserialize_failed_partition_subsets(personas_partitions).get_partition_keys()
 
 
 def latest_metadata(instance, key: str) -> dict:
@@ -242,10 +285,14 @@ def test_rerun_is_a_noop_and_force_recreates(store, instance, sandbox):
     assert execute_run_request(instance, single_partition_request(key)).success
     first_agent = store.get(persona_id).elevenlabs_agent_id
 
+    history = materializations(instance, key)
     rerun = execute_run_request(instance, single_partition_request(key))
     assert rerun.success
-    assert latest_metadata(instance, key)["outcome"] == "verified"
-    assert "no-op" in latest_metadata(instance, key)["note"]
+    # The no-op is observed, not materialized: the partition's history is unchanged, still green.
+    assert materializations(instance, key) == history
+    [verified] = observations(instance, key)
+    assert verified.metadata["outcome"].value == "verified" and "no-op" in verified.metadata["note"].value
+    assert instance.get_materialized_partitions(persona_agent.key) == {key}
     assert store.get(persona_id).elevenlabs_agent_id == first_agent
     assert [agent["agent_id"] for agent in sandbox.agents()] == [first_agent]
 
@@ -383,3 +430,16 @@ def test_a_batched_run_rides_out_429s_5xx_and_dropped_responses(store, instance,
     assert sorted(recorded) == ids
     assert sorted(agent["agent_id"] for agent in agents) == sorted(recorded.values())
     assert instance.get_materialized_partitions(persona_agent.key) == {str(i) for i in ids}
+
+
+def test_checks_follow_ui_and_launchpad_runs_but_not_automated_ones():
+    """What each launch records (seen in tests/test_dagster_e2e.py): the launchpad's whole-job launch no
+    selection, a UI Materialize the asset with its checks, automated runs the asset with no checks."""
+    from persona_agents_pipeline.defs.checks_after_materialize import skipped_its_checks
+    from persona_agents_pipeline.defs.jobs import PROVISION_JOB, REPORT_JOB
+
+    asset_only = frozenset({persona_agent.key})
+    assert skipped_its_checks(dg.DagsterRun(job_name=PROVISION_JOB, run_id="launchpad"))
+    assert skipped_its_checks(dg.DagsterRun(job_name="__ASSET_JOB", run_id="ui", asset_selection=asset_only, asset_check_selection=None))
+    assert not skipped_its_checks(dg.DagsterRun(job_name=PROVISION_JOB, run_id="sensor", asset_selection=asset_only, asset_check_selection=frozenset()))
+    assert not skipped_its_checks(dg.DagsterRun(job_name=REPORT_JOB, run_id="report"))

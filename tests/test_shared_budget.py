@@ -202,3 +202,51 @@ def test_a_budget_store_that_does_not_answer_is_a_clear_error_without_the_passwo
 def test_a_nonsense_ceiling_is_refused(bad, sqlite_url):
     with pytest.raises(ValueError):
         make_budget(sqlite_url, concurrency_ceiling=bad)
+
+
+def starts_per_second_peak(times: list[float]) -> int:
+    """The most starts any 1-second interval holds (intervals beginning at a start are the worst ones)."""
+    times = sorted(times)
+    peak, last = 0, 0
+    for first, at in enumerate(times):
+        while last < len(times) and times[last] < at + 1.0:
+            last += 1
+        peak = max(peak, last - first)
+    return peak
+
+
+def test_a_rate_above_the_ring_size_still_holds_in_every_second(budget_url):
+    rate = 250  # three windows of 83 starts each
+    budget = make_budget(budget_url, rate_per_second=rate, concurrency_ceiling=8)
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def start_many(count: int) -> None:
+        for _ in range(count):
+            with budget.slot():
+                with lock:
+                    times.append(time.monotonic())
+
+    threads = [threading.Thread(target=start_many, args=(150,)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(times) == 900
+    assert starts_per_second_peak(times) <= rate
+
+
+def test_a_very_high_configured_rate_keeps_the_shared_ring_small(sqlite_url):
+    from sqlalchemy import create_engine, text
+
+    budget = make_budget(sqlite_url, rate_per_second=1_000_000)
+    for _ in range(3):
+        with budget.slot():
+            pass
+    engine = create_engine(sqlite_url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT count(*) FROM api_budget_starts")).scalar()
+    engine.dispose()
+    budget.backend.close()
+    # One row per ring entry: a million-entry ring made every request scan a million rows.
+    assert 0 < rows <= 100

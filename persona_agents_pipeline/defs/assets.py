@@ -13,7 +13,7 @@ from pydantic import Field
 from ..models import AGENT_STATUSES, AgentEvent, Persona, utcnow
 from ..provisioning import Outcome, ProvisionResult
 from ..drift import desired_config_hash, drifted_hashes
-from .materializations import PartitionRecorder
+from .materializations import PartitionRecorder, settled_partitions
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
 
@@ -104,6 +104,18 @@ def _failure_text(failed: list[ProvisionResult], names: dict[int, str]) -> str:
     return "\n".join(lines)
 
 
+def persona_ids(keys: list[str]) -> tuple[list[int], list[ProvisionResult]]:
+    """The persona ids of the partition keys, and an INVALID result for each key that is not one."""
+    ids: list[int] = []
+    invalid: list[ProvisionResult] = []
+    for key in keys:
+        try:
+            ids.append(int(key))
+        except ValueError:
+            invalid.append(ProvisionResult(-1, Outcome.INVALID, error=f"partition key {key!r} is not a persona id"))
+    return ids, invalid
+
+
 @dg.asset(
     partitions_def=personas_partitions,
     deps=[personas],
@@ -125,14 +137,7 @@ def persona_agent(
     elevenlabs: ElevenLabsResource,
 ):
     keys = list(context.partition_keys)
-    ids: list[int] = []
-    failed: list[ProvisionResult] = []
-    for key in keys:
-        try:
-            ids.append(int(key))
-        except ValueError:
-            failed.append(ProvisionResult(-1, Outcome.INVALID, error=f"partition key {key!r} is not a persona id"))
-
+    ids, failed = persona_ids(keys)
     if config.force and config.mode == "update":
         raise dg.Failure(description="force (recreate) and mode update (patch in place) exclude each other", allow_retries=False)
     service = provisioning_service(persona_store, elevenlabs)
@@ -156,6 +161,9 @@ def persona_agent(
     # Record each persona's materialization as its result arrives: Dagster stores it while the API
     # waits for the next ones, at a cost that depends on the run's size only (see materializations.py).
     recorder = PartitionRecorder.at_step_start(context)
+    # A verified no-op on a green, fresh partition is observed, not materialized (materializations.py).
+    converging = config.mode == "converge" and not config.force
+    settled = settled_partitions(context.instance, context.asset_key, personas.key, keys) if converging else set()
     succeeded = 0
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="provision-batch") as runner:
@@ -166,16 +174,20 @@ def persona_agent(
                     metadata = partition_metadata(
                         result, config.force, service.store.history(result.persona_id), names.get(result.persona_id, "")
                     )
-                    yield recorder.materialization(persona_key(result.persona_id), metadata)
+                    key = persona_key(result.persona_id)
+                    no_op = result.outcome is Outcome.VERIFIED and key in settled
+                    yield (recorder.observation if no_op else recorder.materialization)(key, metadata)
             results = batch.result()
     finally:
         service.client.close()
     failed += [r for r in results if not r.ok]
     # Outcome counts go to the log only: as metadata they would be copied into every partition.
     context.log.info("outcomes: %s", dict(Counter(r.outcome.value for r in results)))
-    if not failed:
-        return
+    if failed:
+        raise_failures(failed, succeeded, names)
 
+
+def raise_failures(failed: list[ProvisionResult], succeeded: int, names: dict[int, str]) -> None:
     metadata = {
         "failed_personas": dg.MetadataValue.json(
             [{"persona_id": r.persona_id, "name": names.get(r.persona_id), "outcome": r.outcome.value, "reason": r.error} for r in failed]

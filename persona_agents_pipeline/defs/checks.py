@@ -15,14 +15,10 @@ import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # no public name in 1.13
     AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
 )
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 
 from ..provisioning import AgentCheck
 from .assets import ELEVENLABS_POOL, persona_agent
+from .materializations import run_partition_keys
 from .partitions import personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
 
@@ -37,18 +33,8 @@ PLAN_HINT = (
 
 def persona_ids_for_run(context: dg.AssetCheckExecutionContext, persona_store: PersonaStoreResource) -> list[int]:
     """The personas the current run targets, or every persona with an agent for a check-only run."""
-    tags = context.run.tags
-    keys: list[str]
-    if PARTITION_NAME_TAG in tags:
-        keys = [tags[PARTITION_NAME_TAG]]
-    elif ASSET_PARTITION_RANGE_START_TAG in tags and ASSET_PARTITION_RANGE_END_TAG in tags:
-        with dg.partition_loading_context(dynamic_partitions_store=context.instance):
-            keys = list(
-                personas_partitions.get_partition_keys_in_range(
-                    dg.PartitionKeyRange(tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG])
-                )
-            )
-    else:
+    keys = run_partition_keys(context.instance, context.run.tags)
+    if keys is None:
         return [persona.id for persona in persona_store.get_store().with_agents()]
     return [int(key) for key in keys if key.isdigit()]
 

@@ -2,7 +2,8 @@
 
 persona_agent records each partition itself and yields no output (materializations.py: a run's
 bookkeeping stays O(run) at any number of partitions), so Dagster skips checks selected in the same
-run. A Materialize or backfill launched from the UI selects the checks with the asset; once such a run
+run. A Materialize or backfill launched from the UI selects the checks with the asset, and a launch of the
+whole `provision_persona_agents` job from the launchpad runs both (its run records no selection); once such a run
 has finished, this sensor requests the checks alone over the same partitions, so each repaired persona's
 check turns green (or stays red) right after the repair. Automated runs leave the checks out (the
 `verify_agents` schedule covers them) and are passed over. Per tick: one query for the runs finished since
@@ -26,6 +27,8 @@ RUNS_PER_TICK = 50
 
 def skipped_its_checks(run: dg.DagsterRun) -> bool:
     """The run materialized persona_agent with its checks selected (None selects the asset's checks)."""
+    if run.asset_selection is None:  # the whole job, as the launchpad launches it: the asset and its checks
+        return run.job_name == PROVISION_JOB
     checks = run.asset_check_selection
     selected = checks is None or bool(set(checks) & set(persona_agent_checks.check_keys))
     return persona_agent.key in (run.asset_selection or set()) and selected

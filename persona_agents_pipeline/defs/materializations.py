@@ -11,14 +11,21 @@ recorder attaches the provenance Dagster would have written for the run's output
 and for each upstream asset the newest event the run started from (its storage id and data version). A
 partition is then stale exactly when its `personas` partition is observed with a new data version
 after that event, as for materializations Dagster records itself.
+
+A verification that changed nothing (a no-op) is recorded as an observation of the partition, so a
+"Backfill all" does not bury each partition's history under identical materializations. It is
+materialized only when that is what makes the partition true: never materialized, failed since its
+last materialization, or its persona observed since (stale).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from datetime import datetime, timezone
+from typing import Iterable, Mapping
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 # Dagster has no public names for its provenance tags; these are the ones its stale-status logic reads.
 from dagster._core.definitions.data_version import (
@@ -30,6 +37,8 @@ from dagster._core.definitions.data_version import (
     get_input_data_version_tag,
     get_input_event_pointer_tag,
 )
+
+from .partitions import personas_partitions
 
 
 def newest_event(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dg.EventLogRecord | None:
@@ -57,6 +66,69 @@ def provenance_tags(context: dg.AssetExecutionContext) -> dict[str, str]:
     return tags
 
 
+LOOKUP_CHUNK = 500  # partition keys per query (SQLite caps the parameters of one statement)
+
+
+def latest_by_partition(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, event_type: dg.DagsterEventType, keys: list[str]
+) -> dict[str, int]:
+    """Storage id of each partition's newest event of one type: one indexed query per chunk of keys."""
+    latest: dict[str, int] = {}
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        latest.update(instance.event_log_storage.get_latest_storage_id_by_partition(
+            asset_key, event_type, partitions=set(keys[start:start + LOOKUP_CHUNK])
+        ))
+    return latest
+
+
+def run_partition_keys(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> list[str] | None:
+    """The partition keys a run targets, from its tags (None: the run names no partitions)."""
+    if PARTITION_NAME_TAG in tags:
+        return [tags[PARTITION_NAME_TAG]]
+    if ASSET_PARTITION_RANGE_START_TAG not in tags or ASSET_PARTITION_RANGE_END_TAG not in tags:
+        return None
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
+        key_range = dg.PartitionKeyRange(tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG])
+        return list(personas_partitions.get_partition_keys_in_range(key_range))
+
+
+def failed_since(instance: dg.DagsterInstance, asset_key: dg.AssetKey, latest: Mapping[str, dg.EventLogRecord]) -> set[str]:
+    """Partitions targeted by a failed run that began after their latest materialization and did not make
+    it: red in the UI. (Dagster 1.13 OSS stores no per-partition failure event; it derives red from runs.)"""
+    if not latest:
+        return set()
+    oldest = datetime.fromtimestamp(min(record.timestamp for record in latest.values()), timezone.utc)
+    failed: set[str] = set()
+    for run in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], created_after=oldest)):
+        selection, checks = run.dagster_run.asset_selection, run.dagster_run.asset_check_selection
+        if (asset_key not in selection) if selection else bool(checks):  # another asset's run, or checks only
+            continue
+        for key in run_partition_keys(instance, run.dagster_run.tags) or []:
+            record = latest.get(key)
+            if record and record.run_id != run.dagster_run.run_id and run.create_timestamp.timestamp() > record.timestamp:
+                failed.add(key)
+    return failed
+
+
+def settled_partitions(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, upstream_key: dg.AssetKey, keys: Iterable[str]
+) -> set[str]:
+    """Partitions materialized, not failed since, and whose upstream partition was not observed since:
+    green and fresh in the UI, so a no-op on them needs no new materialization."""
+    keys = list(keys)
+    materialized = latest_by_partition(instance, asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, keys)
+    observed = latest_by_partition(instance, upstream_key, dg.DagsterEventType.ASSET_OBSERVATION, keys)
+    fresh = [storage_id for key, storage_id in materialized.items() if storage_id > observed.get(key, 0)]
+    latest: dict[str, dg.EventLogRecord] = {}
+    for start in range(0, len(fresh), LOOKUP_CHUNK):
+        chunk = fresh[start:start + LOOKUP_CHUNK]
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=chunk), limit=len(chunk)
+        ).records
+        latest.update({record.partition_key: record for record in records if record.partition_key})
+    return set(latest) - failed_since(instance, asset_key, latest)
+
+
 @dataclass(frozen=True)
 class PartitionRecorder:
     """Builds the materialization of one partition of the step's asset, with the step's provenance."""
@@ -72,3 +144,7 @@ class PartitionRecorder:
         return dg.AssetMaterialization(
             asset_key=self.asset_key, partition=partition_key, metadata=dict(metadata), tags=dict(self.tags)
         )
+
+    def observation(self, partition_key: str, metadata: Mapping[str, dg.MetadataValue]) -> dg.AssetObservation:
+        """A no-op's record: shown in the partition's events, without a data version (changes nothing downstream)."""
+        return dg.AssetObservation(asset_key=self.asset_key, partition=partition_key, metadata=dict(metadata))

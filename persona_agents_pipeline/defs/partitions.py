@@ -11,8 +11,9 @@ from .resources import definition_settings
 personas_partitions = dg.DynamicPartitionsDefinition(name="personas")
 
 # How many partitions one run provisions. A run creates its agents concurrently (bounded by the
-# client's rate and concurrency limits), so a few large runs beat many small ones: each run costs about
-# a second to start (benchmarks/results/latest.md).
+# client's rate and concurrency limits), so a few large runs beat many small ones: each run costs a few
+# seconds to start. Before that, Dagster writes one planned event per partition (10-30 s for 500 on a
+# loaded 2-core machine), so that part grows with the batch, not with the runs (README "At 100,000 personas").
 # PERSONA_AGENTS_RUN_BATCH_SIZE sets it (config.py).
 RUN_BATCH_SIZE = definition_settings().run_batch_size
 

@@ -49,6 +49,8 @@ CUT_FACTOR = 0.75
 QUIET_SECONDS_BEFORE_GROWTH = 5.0
 STATE_REFRESH_SECONDS = 0.25
 INTERACTIVE_RECENT_SECONDS = 60.0
+# Most entries in the shared ring of request starts (see SharedBudget.__init__).
+MAX_RING = 100
 
 
 class Priority(str, Enum):
@@ -126,7 +128,12 @@ class SharedBudget:
         self.lease_seconds = lease_seconds
         self.interactive_reserve = interactive_reserve
         self._window = window_seconds + jitter_margin_seconds
-        self._ring = max(1, math.floor(rate_per_second)) if rate_per_second else 0
+        # A high rate would make a ring of that many entries, read on every request; above MAX_RING the
+        # window is cut into k equal parts of at most MAX_RING starts each (k * ring <= rate, so every
+        # 1-second interval still sees at most `rate` starts).
+        parts = max(1, math.ceil(math.floor(rate_per_second) / MAX_RING)) if rate_per_second else 1
+        self._ring = max(1, math.floor(rate_per_second / parts)) if rate_per_second else 0
+        self._start_window = self._window / parts
         self._cached: BudgetState | None = None
         self._cached_at = -math.inf
         self._lock = threading.Lock()
@@ -287,7 +294,7 @@ class SharedBudget:
             return
         while True:
             wait = self.backend.take_start(self.account, self._first(self._ring, self.state()), self._ring, time.time(),
-                                           self._window)
+                                           self._start_window)
             if wait <= 0:
                 return
             time.sleep(wait + random.uniform(0, 0.002))
