@@ -1,12 +1,15 @@
-"""The strings Dagster 1.13 reads but gives no public name, each defined once here.
+"""What Dagster 1.13 reads but gives no public name, each defined once here.
 
 Run tags that name a run's partitions (`RunRequest` has no public range argument, and a run's partitions
-are read back from them), and the provenance tags its stale-status logic reads from a materialization.
-tests/test_dagster_tags.py pins every value against Dagster's own, so an upgrade that renames one fails
-there, not silently in the UI.
+are read back from them); the provenance tags its stale-status logic reads from a materialization, and
+the logical data version it computes for one. tests/test_dagster_tags.py pins every value against
+Dagster's own, so an upgrade that changes one fails there, not silently in the UI.
 """
 
 from __future__ import annotations
+
+from hashlib import sha256
+from typing import Mapping
 
 import dagster as dg
 
@@ -36,3 +39,10 @@ def input_data_version_tag(asset_key: dg.AssetKey) -> str:
 
 def input_event_pointer_tag(asset_key: dg.AssetKey) -> str:
     return f"{INPUT_EVENT_POINTER_TAG_PREFIX}/{asset_key.to_user_string()}"
+
+
+def logical_data_version(code_version: str, input_versions: Mapping[dg.AssetKey, dg.DataVersion]) -> dg.DataVersion:
+    """The data version Dagster gives an output it computed: a hash of the code version and the input data
+    versions in key order (compute_logical_data_version in dagster/_core/definitions/data_version.py)."""
+    ordered = [input_versions[key].value for key in sorted(input_versions, key=str)]
+    return dg.DataVersion(sha256("".join([code_version, *ordered]).encode("utf8")).hexdigest())

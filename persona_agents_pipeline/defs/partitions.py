@@ -1,7 +1,7 @@
 """The dynamic partitions of `persona_agent` and how many partitions one run takes."""
 
 
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import dagster as dg
 
@@ -26,9 +26,11 @@ def persona_key(persona_id: int) -> str:
 # `IN (...)`. SQLite allows 999 variables per statement before 3.32 and 32,766 by default after, so
 # a tick adding 20,000 personas, or a first backfill of 100,000, would fail there in one statement.
 KEYS_PER_STATEMENT = 500
+T = TypeVar("T")
 
 
-def key_chunks(keys: Sequence[str]) -> list[list[str]]:
+def key_chunks(keys: Sequence[T]) -> list[list[T]]:
+    """Partition keys (or storage ids) in chunks of KEYS_PER_STATEMENT, one SQL statement each."""
     return [list(keys[start : start + KEYS_PER_STATEMENT]) for start in range(0, len(keys), KEYS_PER_STATEMENT)]
 
 
