@@ -9,6 +9,7 @@ import dagster as dg
 
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
+from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.in_process_runs import execute_run_request
 
 
@@ -70,3 +71,9 @@ def materializations(instance: dg.DagsterInstance, key: str) -> list[dg.AssetMat
 
 def latest_metadata(instance: dg.DagsterInstance, key: str) -> dict:
     return {name: value.value for name, value in materializations(instance, key)[0].metadata.items()}
+
+
+def failed_partitions(instance: dg.DagsterInstance, keys: list[str]) -> set[str]:
+    """Which of persona_agent's partitions `keys` the UI shows failed."""
+    statuses = instance.get_status_by_partition(persona_agent.key, keys, personas_partitions) or {}
+    return {key for key, status in statuses.items() if status == dg.AssetPartitionStatus.FAILED}
