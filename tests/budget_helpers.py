@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
 REDIS_URL = os.environ.get("PERSONA_AGENTS_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
-BUDGET_KEY_PATTERN = "persona-agents:budget:*"
 
 
 def redis_unavailable_reason() -> str | None:
@@ -20,22 +20,44 @@ def redis_unavailable_reason() -> str | None:
         return f"no Redis server answers at {REDIS_URL} ({type(exc).__name__}); set PERSONA_AGENTS_TEST_REDIS_URL"
 
 
-def fresh_redis_url() -> str:
-    """The test Redis database with no budget left over from earlier runs (skips where none answers)."""
+def redis_url(*accounts: str) -> str:
+    """The test Redis database, without any budget these accounts left there earlier (skips where none answers).
+
+    Only the named accounts' keys go: test runs in other checkouts share this database at the same time, and
+    wiping every budget there pulled the state from under their running processes."""
     import redis
 
     reason = redis_unavailable_reason()
     if reason:
         pytest.skip(reason)
     client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(BUDGET_KEY_PATTERN):
-        client.delete(key)
+    for account in accounts:
+        for key in client.scan_iter(f"persona-agents:budget:{account}:*"):
+            client.delete(key)
+    client.close()
     return REDIS_URL
+
+
+# Unique to this test process, so concurrent runs elsewhere never share its budget in Redis.
+TEST_ACCOUNT = f"test-account-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "redis"])
 def budget_url(request):
-    """A budget location: the personas database itself (SQLite file, PostgreSQL schema) or Redis."""
+    """A budget location for TEST_ACCOUNT: the personas database itself (SQLite file, PostgreSQL schema) or
+    Redis, each without state from an earlier test."""
     if request.param == "redis":
-        return fresh_redis_url()
+        return redis_url(TEST_ACCOUNT)
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
+def wipe_shared_state(budget) -> None:
+    """Remove the account's shared state from its store, as a Redis restart without persistence would."""
+    from persona_agents_pipeline.elevenlabs.budget_redis import RedisBudgetBackend
+    from persona_agents_pipeline.elevenlabs.budget_sql import accounts
+
+    if isinstance(budget.backend, RedisBudgetBackend):
+        budget.backend.client.delete(f"persona-agents:budget:{budget.account}:state")
+        return
+    with budget.backend.engine.begin() as connection:
+        connection.execute(accounts.delete().where(accounts.c.account == budget.account))

@@ -4,6 +4,7 @@ against this machine's PostgreSQL, RabbitMQ and Redis (the caller skips where on
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -18,7 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "local-cluster"
 RABBITMQ = ("127.0.0.1", 5672)
 
-RUNS_QUERY = "query { runsOrError(limit: 500) { ... on Runs { results { runId jobName status startTime endTime } } } }"
+RUNS_QUERY = ("query { runsOrError(limit: 500) { ... on Runs { results { runId jobName status startTime endTime "
+              "tags { key value } } } } }")
+STOP_SENSOR = """
+query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) { ... on Sensor { id } } }
+"""
 
 
 def rabbitmq_unavailable_reason() -> str | None:
@@ -84,14 +89,38 @@ class LocalCluster:
     def runs(self) -> list[dict]:
         return self.graphql(RUNS_QUERY)["runsOrError"]["results"]
 
-    def wait_for_runs(self, count: int, timeout: float) -> list[dict]:
+    def wait_for_runs(self, run_ids: list[str], timeout: float) -> list[dict]:
+        """These runs once each has ended, in the order given."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = self.runs()
-            if len(runs) >= count and all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs):
-                return runs
-            time.sleep(1)
+            runs = {run["runId"]: run for run in self.runs() if run["runId"] in run_ids}
+            if len(runs) == len(run_ids) and all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs.values()):
+                return [runs[run_id] for run_id in run_ids]
+            time.sleep(0.5)
         raise AssertionError(f"runs did not finish in {timeout} s: {self.runs()}{self.logs()}")
+
+    def stop_sensor(self, location: str, name: str) -> None:
+        selector = {"repositoryLocationName": location, "repositoryName": "__repository__", "sensorName": name}
+        sensor_id = self.graphql(STOP_SENSOR, {"selector": selector})["sensorOrError"]["id"]
+        stopped = self.graphql("mutation($id: String) { stopSensor(id: $id) { __typename } }", {"id": sensor_id})
+        assert stopped["stopSensor"]["__typename"] == "StopSensorMutationResult", stopped
+
+    def restart_daemon(self, instance: str) -> None:
+        """Other instance settings without a new cluster. What differs between them (run launcher, pool
+        granularity) is read only where runs are dequeued and launched, by the daemon, and by each run
+        (`DagsterInstance.get()` in the worker's task, or the instance the daemon passes on); the webserver
+        only queues runs and reads them back, so it and the workers keep running."""
+        settings = self.state / "dagster_home" / "dagster.yaml"
+        if settings.read_text() == instance:
+            return
+        daemon = self.pid("daemon")
+        os.killpg(daemon, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(daemon):
+            assert time.monotonic() < deadline, f"the daemon did not stop within 60 s{self.logs()}"
+            time.sleep(0.2)
+        settings.write_text(instance)
+        self.command("start")
 
     def __enter__(self) -> LocalCluster:
         self.command("start")
@@ -103,6 +132,14 @@ class LocalCluster:
         with admin.connect() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
         admin.dispose()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:

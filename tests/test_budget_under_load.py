@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from budget_helpers import fresh_redis_url
+from budget_helpers import redis_url
 from test_exactly_once import assert_exactly_one_agent_each, env_for
 
 from persona_agents_pipeline.demo_data import demo_personas
@@ -63,7 +63,8 @@ def budget_env(request, store) -> dict[str, str]:
     if request.param == "redis":
         if store.dialect != "sqlite":
             pytest.skip("Redis is tried once, beside the SQLite personas database")
-        return {"PERSONA_AGENTS_BUDGET_URL": fresh_redis_url()}
+        # The account is the sandbox's (its URL has a free port), so no other test run shares it.
+        return {"PERSONA_AGENTS_BUDGET_URL": redis_url()}
     return {}
 
 

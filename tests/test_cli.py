@@ -34,6 +34,28 @@ def test_create_missing_agents_creates_each_once(cli_env, store, sandbox):
     assert len(sandbox.agents()) == 50
 
 
+def test_create_missing_agents_for_selected_ids_leaves_the_others(cli_env, store, sandbox):
+    ids = store.add_personas(demo_personas(6))
+    result = run("create-missing-agents", "--yes", "--ids", f"{ids[0]},{ids[2]}-{ids[3]}")
+    assert result.exit_code == 0, result.output
+    assert "3 created" in result.output
+    assert {persona.id for persona in store.with_agents()} == {ids[0], ids[2], ids[3]}
+    again = run("create-missing-agents", "--yes", "--ids", f"{ids[0]}-{ids[3]}")
+    assert again.exit_code == 0 and "1 created" in again.output
+    assert len(sandbox.agents()) == 4
+
+
+def test_create_missing_agents_refuses_unknown_or_malformed_ids_before_any_request(cli_env, store, sandbox):
+    [persona_id] = store.add_personas(demo_personas(1))
+    unknown = run("create-missing-agents", "--yes", "--ids", f"{persona_id},{persona_id + 5}")
+    assert unknown.exit_code == 1 and f"no persona with id {persona_id + 5}; nothing was done" in unknown.output
+    for bad, says in [("7-x", "not an id or a range"), ("9-3", "from low to high"), ("0", "from 1 upwards"),
+                      ("1-2-3", "from low to high"), ("1-99999999999", "more than 1,000,000 ids")]:
+        result = run("create-missing-agents", "--yes", "--ids", bad)
+        assert result.exit_code == 2 and says in result.output, (bad, result.output)
+    assert sandbox.stats()["requests_total"] == 0 and store.with_agents() == []
+
+
 def test_recreate_agent_leaves_exactly_one_remote_agent(cli_env, store, sandbox):
     [persona_id] = store.add_personas(demo_personas(1))
     assert run("create-missing-agents", "--yes").exit_code == 0

@@ -11,14 +11,13 @@ import threading
 import time
 
 import pytest
+from budget_helpers import TEST_ACCOUNT as ACCOUNT
 from budget_helpers import budget_url  # noqa: F401  (fixture)
+from budget_helpers import wipe_shared_state
 
 from persona_agents_pipeline.client_factory import budget_backend
 from persona_agents_pipeline.config import ConfigurationError
 from persona_agents_pipeline.elevenlabs.budget import Priority, SharedBudget
-
-ACCOUNT = "test-account"
-
 
 def make_budget(url: str, priority: Priority = Priority.BATCH, **options) -> SharedBudget:
     return SharedBudget(budget_backend(url), ACCOUNT, priority=priority, **options)
@@ -188,6 +187,19 @@ def test_the_header_outranks_the_account_figure_and_the_configured_ceiling_caps_
     assert (budget.state(fresh=True).account_limit, budget.state().source) == (12, "header")
     budget.observe_limit(5, "plan")  # weaker evidence never overrides stronger
     assert budget.state(fresh=True).account_limit == 12
+
+
+def test_a_budget_whose_shared_state_vanished_starts_over_instead_of_failing(budget_url):
+    budget = make_budget(budget_url, concurrency_ceiling=6)
+    budget.observe_limit(4, "header")
+    other_process = make_budget(budget_url, concurrency_ceiling=6)
+    wipe_shared_state(budget)
+    with other_process.slot():  # would fail on the missing state before
+        pass
+    assert budget.state(fresh=True) == other_process.state(fresh=True)
+    assert (budget.state().account_limit, budget.state().source) == (6, "configuration")
+    budget.observe_limit(4, "header")  # the next response teaches the account's limit again
+    assert (budget.state(fresh=True).account_limit, budget.state().source) == (4, "header")
 
 
 @pytest.mark.parametrize("url", ["redis://user:s3cret@127.0.0.1:1/0", "postgresql://user:s3cret@127.0.0.1:1/db"])

@@ -14,8 +14,9 @@ from ..display import csv_cell, markup_safe, plain
 from ..models import Persona, utcnow
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
 from ..store import PersonaStore
-from ..voice_policy import InvalidPersonaError, choose_voice
+from ..voice_policy import MAX_PERSONA_ID, InvalidPersonaError, choose_voice
 from .common import (
+    CommandError,
     confirm_or_refuse,
     friendly_errors,
     load_settings,
@@ -41,17 +42,53 @@ def _preflight(service: ProvisioningService) -> None:
     next(iter(service.client.list_agents(page_size=1)), None)
 
 
+MAX_SELECTED_IDS = 1_000_000  # a typo such as 1-10000000000 must not fill the memory
+
+
+def _persona_ids(_context, _parameter, value: str | None) -> list[int] | None:
+    """`--ids 7,10-20`: persona ids and inclusive ranges, comma-separated."""
+    if value is None:
+        return None
+    ids: list[int] = []
+    for part in (part.strip() for part in value.split(",")):
+        bounds = part.split("-")
+        try:
+            low, high = int(bounds[0]), int(bounds[-1])
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not an id or a range such as 10-20") from None
+        if len(bounds) > 2 or not 0 < low <= high <= MAX_PERSONA_ID:
+            raise click.BadParameter(f"{part!r}: ids run from 1 upwards, and a range from low to high")
+        if len(ids) + high - low + 1 > MAX_SELECTED_IDS:
+            raise click.BadParameter(f"more than {MAX_SELECTED_IDS:,} ids; leave --ids out to take every persona")
+        ids.extend(range(low, high + 1))
+    return ids
+
+
+def _without_agents(store: PersonaStore, ids: list[int] | None) -> list[Persona]:
+    """Every persona without an agent, or those among `ids` (each of which must exist)."""
+    if ids is None:
+        return store.without_agents()
+    found = store.get_many(ids)
+    unknown = sorted(set(ids) - {persona.id for persona in found})
+    if unknown:
+        shown = ", ".join(map(str, unknown[:10])) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise CommandError(f"no persona with id {shown}; nothing was done")
+    return [persona for persona in found if not persona.elevenlabs_agent_id]
+
+
 @click.command("create-missing-agents")
 @yes_option
 @click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="Parallel requests (default: the configured API concurrency).")
+@click.option("--ids", callback=_persona_ids, default=None, metavar="7,10-20",
+              help="Only these personas (ids and ranges); the others are left to whoever handles them.")
 @friendly_errors
-def create_missing_agents(yes: bool, concurrency: int | None) -> None:
-    """Create agents for every persona that lacks one."""
+def create_missing_agents(yes: bool, concurrency: int | None, ids: list[int] | None) -> None:
+    """Create agents for every persona that lacks one (or for those among --ids)."""
     settings = load_settings()
     service = provisioning_service(settings)
-    candidates = service.store.without_agents()
+    candidates = _without_agents(service.store, ids)
     if not candidates:
-        out.print("Every persona has an agent; nothing to do.")
+        out.print(f"Every {'selected ' if ids else ''}persona has an agent; nothing to do.")
         return
 
     valid: list[Persona] = []

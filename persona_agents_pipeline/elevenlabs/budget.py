@@ -141,8 +141,8 @@ class SharedBudget:
         self._local = threading.Condition()
         self._local_waiting_or_running = 0
         initial = concurrency_ceiling or DEFAULT_CONCURRENCY
-        source = "configuration" if concurrency_ceiling else "default"
-        backend.create_state(account, BudgetState(initial, initial, source))
+        self._initial = BudgetState(initial, initial, "configuration" if concurrency_ceiling else "default")
+        backend.create_state(account, self._initial)
 
     def __repr__(self) -> str:
         return (f"SharedBudget(backend={type(self.backend).__name__}, priority={self.priority.value}, "
@@ -159,10 +159,20 @@ class SharedBudget:
         with self._lock:
             now = time.monotonic()
             if fresh or self._cached is None or now - self._cached_at >= STATE_REFRESH_SECONDS:
-                self._cached = self.backend.state(self.account)
+                self._cached = self._read_or_recreate()
                 self._cached_at = now
-            assert self._cached is not None, "budget state vanished from the shared store"
             return self._cached
+
+    def _read_or_recreate(self) -> BudgetState:
+        """The shared state; created again when it has gone (Redis restarted without persistence, flushed or
+        evicted the key): every process starts over from its own configuration and relearns the account's
+        limit from the next response, instead of failing its requests."""
+        for _ in range(3):
+            state = self.backend.state(self.account)
+            if state is not None:
+                return state
+            self.backend.create_state(self.account, self._initial)
+        raise RuntimeError("the API budget's shared state cannot be created again in its store")
 
     def _change(self, propose) -> bool:
         """Apply `propose(current) -> new state or None` with compare-and-set; retried on a lost race."""
