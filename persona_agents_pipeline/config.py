@@ -148,7 +148,7 @@ def _voice_catalogue(env: Mapping[str, str]) -> dict[str, str]:
             overrides = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"PERSONA_AGENTS_VOICES is not valid JSON: {exc}") from None
-        unknown = set(overrides) - set(VOICE_PROFILES)
+        unknown = set(overrides) - set(VOICE_PROFILES) if isinstance(overrides, dict) else set()
         if not isinstance(overrides, dict) or unknown:
             raise ConfigurationError(
                 f"PERSONA_AGENTS_VOICES must map voice names {sorted(VOICE_PROFILES)} to voice ids"

@@ -10,6 +10,8 @@ import copy
 
 import dagster as dg
 import pytest
+# Dagster 1.13 has no public way to read a partition's stale status (the UI's "Unsynced"): the test asks
+# the resolver behind the UI itself.
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 from sqlalchemy import text

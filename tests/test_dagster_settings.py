@@ -62,3 +62,10 @@ def test_a_misconfigured_environment_still_loads_the_code_location_with_automati
     loaded = load_definitions(tmp_path, PERSONA_AGENTS_ENV="staging", PERSONA_AGENTS_RUN_BATCH_SIZE="many",
                               AUTO_CREATE_ELEVENLABS_AGENTS="true")
     assert loaded == {"batch": 500, "interval": 30, "backfill": "0 3 * * *", "verify": "0 4 * * 0", "creation": "STOPPED"}
+
+
+@pytest.mark.parametrize("value", ["5", "[1, 2]"])
+def test_voices_that_are_not_a_mapping_are_a_configuration_error(value):
+    """Not a crash: the definitions load with defaults only on a ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="PERSONA_AGENTS_VOICES must map voice names"):
+        Settings.from_env({"PERSONA_AGENTS_VOICES": value})
