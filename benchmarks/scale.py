@@ -383,8 +383,8 @@ def _run(out: str) -> None:
     import dagster as dg
 
     from persona_agents_pipeline.defs.assets import persona_agent
-    from persona_agents_pipeline.defs.in_process import execute_run_request
-    from persona_agents_pipeline.defs.sensors import range_run_request
+    from persona_agents_pipeline.defs.run_requests import range_run_request
+    from persona_agents_pipeline.in_process_runs import execute_run_request
 
     keys = _new_keys()
     with dg.DagsterInstance.get() as instance:

@@ -83,9 +83,9 @@ def dagster_backfill(out: str) -> None:
     import dagster as dg
 
     from persona_agents_pipeline.defs.assets import persona_agent
-    from persona_agents_pipeline.defs.in_process import execute_run_request
     from persona_agents_pipeline.defs.partitions import personas_partitions
-    from persona_agents_pipeline.defs.sensors import batches, range_run_request
+    from persona_agents_pipeline.defs.run_requests import span_run_requests
+    from persona_agents_pipeline.in_process_runs import execute_run_request
     from persona_agents_pipeline.store import PersonaStore
 
     imported = time.monotonic()
@@ -99,11 +99,12 @@ def dagster_backfill(out: str) -> None:
     launched = time.monotonic()
     size = persona_agent.backfill_policy.max_partitions_per_run
     runs = []
-    for batch in batches(instance.get_dynamic_partitions(personas_partitions.name), size):
-        request = range_run_request(batch, run_key=None, reason="benchmark backfill")
+    registered_keys = instance.get_dynamic_partitions(personas_partitions.name)
+    for request in span_run_requests(registered_keys, registered_keys, reason="benchmark backfill", max_span=size):
         started = time.monotonic()
         result = execute_run_request(instance, request)
-        runs.append({"partitions": len(batch), "started": started, "ended": time.monotonic(), "success": result.success})
+        runs.append({"partitions": int(request.tags["persona_agents/batch_size"]), "started": started,
+                     "ended": time.monotonic(), "success": result.success})
     finished = time.monotonic()
     materialized = len(instance.get_materialized_partitions(persona_agent.key))
     _out(out, {
@@ -144,7 +145,7 @@ def provision_dagster_one_run(out: str) -> None:
     from persona_agents_pipeline.definitions import defs
     from persona_agents_pipeline.defs.assets import persona_agent
     from persona_agents_pipeline.defs.partitions import personas_partitions
-    from persona_agents_pipeline.defs.sensors import range_run_request
+    from persona_agents_pipeline.defs.run_requests import range_run_request
     from persona_agents_pipeline.store import PersonaStore
 
     instance = dg.DagsterInstance.get()

@@ -148,7 +148,7 @@ def _voice_catalogue(env: Mapping[str, str]) -> dict[str, str]:
             overrides = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"PERSONA_AGENTS_VOICES is not valid JSON: {exc}") from None
-        unknown = set(overrides) - set(VOICE_PROFILES)
+        unknown = set(overrides) - set(VOICE_PROFILES) if isinstance(overrides, dict) else set()
         if not isinstance(overrides, dict) or unknown:
             raise ConfigurationError(
                 f"PERSONA_AGENTS_VOICES must map voice names {sorted(VOICE_PROFILES)} to voice ids"
@@ -178,6 +178,15 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigurationError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ConfigurationError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
 
 
 def _optional_positive_float(env: Mapping[str, str], name: str) -> float | None:
@@ -226,6 +235,11 @@ class Settings:
     dashboard_url: str = "https://elevenlabs.io/app/agents/agents"
     # How long a claim outlives a crashed process; live processes renew theirs.
     claim_lease_seconds: float = 60.0
+    # Dagster automation: partitions per run (why 500: defs/partitions.py), sensor tick, schedules.
+    run_batch_size: int = 500
+    sensor_interval_seconds: int = 30
+    backfill_cron: str = "0 3 * * *"  # backfill_missing_agents: daily
+    verify_cron: str = "0 4 * * 0"  # verify_agents: weekly (off until turned on)
 
     @property
     def worker_threads(self) -> int:
@@ -256,4 +270,8 @@ class Settings:
             budget_lease_seconds=_positive_float(env, "PERSONA_AGENTS_BUDGET_LEASE_SECONDS", 45.0),
             interactive_reserve=_reserve(env),
             claim_lease_seconds=_positive_float(env, "PERSONA_AGENTS_CLAIM_LEASE_SECONDS", 60.0),
+            run_batch_size=_positive_int(env, "PERSONA_AGENTS_RUN_BATCH_SIZE", 500),
+            sensor_interval_seconds=_positive_int(env, "PERSONA_AGENTS_SENSOR_INTERVAL", 30),
+            backfill_cron=env.get("PERSONA_AGENTS_BACKFILL_CRON") or "0 3 * * *",
+            verify_cron=env.get("PERSONA_AGENTS_VERIFY_CRON") or "0 4 * * 0",
         )

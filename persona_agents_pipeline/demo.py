@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .config import Settings, data_dir
 from .demo_data import demo_personas
@@ -31,32 +29,18 @@ def dagster_home() -> Path:
     return home
 
 
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the resources (which read them) and restore them afterwards."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run_demo(persona_count: int, say) -> dict[str, int]:
     """Seed (once), then provision every persona's agent through the Dagster pipeline; returns status counts."""
     import dagster as dg
 
     # The demo's audience is not the one to act on Dagster's notes about its own beta APIs.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    from .definitions import build_definitions
     from .defs.assets import agent_status_report
-    from .defs.in_process import execute_run_request
     from .defs.jobs import REPORT_JOB
-    from .defs.resources import PersonaStoreResource
+    from .defs.resources import ElevenLabsResource, PersonaStoreResource
     from .defs.schedules import missing_agent_run_requests
+    from .in_process_runs import execute_run_request
     from .sandbox.server import SandboxServer
 
     settings = Settings.from_env()
@@ -68,21 +52,21 @@ def run_demo(persona_count: int, say) -> dict[str, int]:
     home = dagster_home()
     with SandboxServer(state_path=data_dir() / "sandbox-agents.db") as sandbox:
         say(f"ElevenLabs sandbox listening on {sandbox.url}; Dagster instance in {home}")
-        with environment(ELEVENLABS_BASE_URL=sandbox.url, ELEVENLABS_API_KEY=SANDBOX_KEY, DAGSTER_HOME=str(home)):
-            with dg.DagsterInstance.get() as instance:
-                # What the backfill schedule does: partitions for every persona, batched runs for the missing.
-                requests = missing_agent_run_requests(instance, PersonaStoreResource(), run_key_prefix=None)
-                for request in requests:
-                    result = execute_run_request(instance, request, QUIET_RUN)
-                    say(f"Dagster run {result.run_id[:8]} ({request.tags.get('persona_agents/batch_size')} personas): "
-                        f"{'success' if result.success else 'failed'}")
-                report = execute_run_request(
-                    instance, dg.RunRequest(job_name=REPORT_JOB, asset_selection=[agent_status_report.key]), QUIET_RUN
-                )
-                counts = {
-                    name.removeprefix("count_"): value.value
-                    for name, value in report.asset_materializations_for_node(agent_status_report.key.path[-1])[0].metadata.items()
-                    if name.startswith("count_")
-                }
+        persona_store = PersonaStoreResource(database_url=settings.database_url)
+        definitions = build_definitions(persona_store, ElevenLabsResource(api_key=SANDBOX_KEY, base_url=sandbox.url))
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            # What the backfill schedule does: partitions for every persona, batched runs for the missing.
+            for request in missing_agent_run_requests(instance, persona_store):
+                result = execute_run_request(instance, request, QUIET_RUN, definitions)
+                say(f"Dagster run {result.run_id[:8]} ({request.tags.get('persona_agents/batch_size')} personas): "
+                    f"{'success' if result.success else 'failed'}")
+            report = execute_run_request(
+                instance, dg.RunRequest(job_name=REPORT_JOB, asset_selection=[agent_status_report.key]), QUIET_RUN, definitions
+            )
+            counts = {
+                name.removeprefix("count_"): value.value
+                for name, value in report.asset_materializations_for_node(agent_status_report.key.path[-1])[0].metadata.items()
+                if name.startswith("count_")
+            }
         say(f"The sandbox holds {len(sandbox.agents())} agents.")
     return counts

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .client_factory import Priority, build_client
 from .config import Settings
@@ -288,38 +288,62 @@ class ProvisioningService(ExactlyOnce):
         on_result: Callable[[ProvisionResult], None] | None = None,
         operation: Callable[[int], ProvisionResult] | None = None,
     ) -> list[ProvisionResult]:
-        """Provision many personas concurrently (`operation` instead of ensure_agent when given); one
-        persona's failure never stops the others.
+        """iter_provision's results in the order of `persona_ids`; `on_result` sees each as it arrives."""
+        ids = list(persona_ids)
+        results: dict[int, ProvisionResult] = {}
+        for result in self.iter_provision(ids, concurrency=concurrency, force=force, operation=operation):
+            results[result.persona_id] = result
+            if on_result:
+                on_result(result)
+        return [results[persona_id] for persona_id in ids]
+
+    def iter_provision(
+        self,
+        persona_ids: Iterable[int],
+        *,
+        concurrency: int = 5,
+        force: bool = False,
+        operation: Callable[[int], ProvisionResult] | None = None,
+    ) -> Iterator[ProvisionResult]:
+        """Provision many personas concurrently (`operation` instead of ensure_agent when given), yielding
+        each result as it arrives; one persona's failure never stops the others.
 
         An authentication or permission error stops the batch: every further call would fail the same way.
         """
-        ids = list(persona_ids)
         operation = operation or functools.partial(self.ensure_agent, force=force)
-        results: dict[int, ProvisionResult] = {}
         fatal: list[ElevenLabsError] = []
 
         def one(persona_id: int) -> ProvisionResult:
             if fatal:
                 return ProvisionResult(persona_id, Outcome.FAILED, error=f"not attempted: {fatal[0]}")
             try:
-                result = operation(persona_id)
+                return operation(persona_id)
             except PersonaNotFoundError as exc:
-                result = ProvisionResult(persona_id, Outcome.NOT_FOUND, error=str(exc))
+                return ProvisionResult(persona_id, Outcome.NOT_FOUND, error=str(exc))
             except InvalidPersonaError as exc:
-                result = ProvisionResult(persona_id, Outcome.INVALID, error=str(exc))
+                return ProvisionResult(persona_id, Outcome.INVALID, error=str(exc))
             except (AuthenticationError, PermissionDeniedError) as exc:
                 fatal.append(exc)
-                result = ProvisionResult(persona_id, Outcome.FAILED, error=str(exc))
+                return ProvisionResult(persona_id, Outcome.FAILED, error=str(exc))
             except (ElevenLabsError, ClaimTimeoutError) as exc:
-                result = ProvisionResult(persona_id, Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
-            if on_result:
-                on_result(result)
-            return result
+                return ProvisionResult(persona_id, Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
 
         with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="provision") as pool:
-            for result in pool.map(one, ids):
-                results[result.persona_id] = result
-        return [results[persona_id] for persona_id in ids]
+            for arrived in as_completed([pool.submit(one, persona_id) for persona_id in persona_ids]):
+                yield arrived.result()
+
+    def check_many(self, persona_ids: Iterable[int], *, concurrency: int = 5) -> list[AgentCheck]:
+        """check_agent for many personas concurrently, in the order given; a persona deleted meanwhile
+        checks as an agent that does not exist."""
+
+        def one(persona_id: int) -> AgentCheck:
+            try:
+                return self.check_agent(persona_id)
+            except PersonaNotFoundError as exc:
+                return AgentCheck(persona_id, None, False, False, False, (str(exc),))
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="check") as pool:
+            return list(pool.map(one, persona_ids))
 
     def check_agent(self, persona_id: int) -> AgentCheck:
         """Compare the persona's remote agent with the voice and prompt its current traits produce."""

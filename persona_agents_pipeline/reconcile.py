@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .elevenlabs.errors import ElevenLabsError
 from .exactly_once import oldest_first
 from .models import Persona
 from .provisioning import ProvisioningService, ProvisionResult
-from .voice_policy import AgentTemplate, InvalidPersonaError, config_hash, identity_of, voice_settings
+from .voice_policy import InvalidPersonaError, config_hash, identity_of, voice_settings
 
 
 class Action(str, Enum):
@@ -70,35 +70,6 @@ class ChangeResult:
     change: PlannedChange
     ok: bool
     detail: str  # what happened, or why it failed
-
-
-def desired_config_hash(template: AgentTemplate, persona: Persona) -> str | None:
-    """The hash of the agent config the persona's current traits produce; None for an invalid persona."""
-    try:
-        return template.config_hash(persona.spec())
-    except InvalidPersonaError:
-        return None
-
-
-def desired_hashes(template: AgentTemplate, personas: Iterable[Persona]) -> dict[int, str]:
-    """Persona id -> hash of the config its traits produce now; invalid personas are left out."""
-    hashes = {persona.id: desired_config_hash(template, persona) for persona in personas}
-    return {persona_id: wanted for persona_id, wanted in hashes.items() if wanted is not None}
-
-
-def drifted_hashes(template: AgentTemplate, personas: Iterable[Persona]) -> dict[int, str]:
-    """Like desired_hashes, only for personas whose recorded agent was built from other traits.
-
-    Reads the personas alone (no API call) and keeps only the drifted ones, so a streamed pass over
-    the whole table stays flat in memory.
-    """
-    drifted: dict[int, str] = {}
-    for persona in personas:
-        if persona.elevenlabs_agent_id:
-            wanted = desired_config_hash(template, persona)
-            if wanted is not None and wanted != persona.agent_config_hash:
-                drifted[persona.id] = wanted
-    return drifted
 
 
 def _remote_project_agents(service: ProvisioningService) -> tuple[set[str], dict[int, list[dict[str, Any]]]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -61,6 +63,24 @@ def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'personas.db'}"
 
 
+@contextmanager
+def upgraded_store(database_url: str) -> Iterator[PersonaStore]:
+    """A persona store with the current schema, its connections closed afterwards."""
+    persona_store = PersonaStore(database_url)
+    persona_store.upgrade()
+    try:
+        yield persona_store
+    finally:
+        persona_store.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url):
+    """A persona store in a SQLite file, for tests about SQLite itself."""
+    with upgraded_store(sqlite_url) as persona_store:
+        yield persona_store
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
@@ -70,10 +90,8 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def store(database_url):
-    persona_store = PersonaStore(database_url)
-    persona_store.upgrade()
-    yield persona_store
-    persona_store.engine.dispose()
+    with upgraded_store(database_url) as persona_store:
+        yield persona_store
 
 
 # ---- ElevenLabs sandbox ------------------------------------------------------------------------
@@ -94,6 +112,18 @@ def sandbox_client(sandbox):
 
     with ElevenLabsClient("sandbox-test-key", sandbox.url, backoff_base=0.01, backoff_max=0.05) as client:
         yield client
+
+
+# ---- Dagster -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def instance():
+    """A fresh DagsterInstance with its own temporary storage."""
+    import dagster as dg
+
+    with dg.instance_for_test() as dagster_instance:
+        yield dagster_instance
 
 
 # ---- the CLI's environment ---------------------------------------------------------------------

@@ -1,10 +1,33 @@
-"""Helpers for the Dagster tests: apply what a sensor returned, the way the daemon would."""
+"""Helpers for the Dagster tests: the environment the resources read, persona rows, sensor ticks carried
+out the way the daemon does, and what the event log recorded for a partition."""
 
 from __future__ import annotations
 
 from typing import Iterable
 
 import dagster as dg
+
+from persona_agents_pipeline.defs.assets import persona_agent
+from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
+from persona_agents_pipeline.defs.partitions import personas_partitions
+from persona_agents_pipeline.in_process_runs import execute_run_request
+
+
+def point_env_at(monkeypatch, database_url: str, sandbox_url: str, api_key: str = "sandbox-test-key") -> None:
+    """The environment the definitions' resources read: this database, this sandbox, generous API limits."""
+    for name, value in {"PERSONAS_DATABASE_URL": database_url, "ELEVENLABS_BASE_URL": sandbox_url,
+                        "ELEVENLABS_API_KEY": api_key, "ELEVENLABS_RATE_LIMIT": "500",
+                        "ELEVENLABS_MAX_CONCURRENT": "8"}.items():
+        monkeypatch.setenv(name, value)
+
+
+def persona_rows(count: int, start: int = 0) -> list[dict]:
+    """Varied personas, so their agents get different voices."""
+    return [
+        {"name": f"Persona {start + n}", "temper_level": (n % 10) / 10, "chattiness": ((n * 3) % 10) / 10,
+         "emotional_attachment": ((n * 7) % 10) / 10}
+        for n in range(count)
+    ]
 
 
 def apply_partition_requests(instance: dg.DagsterInstance, requests: Iterable) -> None:
@@ -21,3 +44,36 @@ def apply_asset_events(instance: dg.DagsterInstance, events: Iterable) -> None:
     """What the sensor daemon does with a SensorResult's asset_events (before it submits the runs)."""
     for event in events:
         instance.report_runless_asset_event(event)
+
+
+def run_tick(sensor, instance: dg.DagsterInstance, resources: dict, cursor: str | None = None):
+    """One sensor tick as the daemon runs it: evaluate, record its asset events and partitions, execute its
+    runs. Returns the sensor's result and the runs' results."""
+    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+    if isinstance(result, dg.SkipReason):
+        return result, []
+    apply_asset_events(instance, result.asset_events or [])
+    apply_partition_requests(instance, result.dynamic_partitions_requests or [])
+    return result, [execute_run_request(instance, request) for request in result.run_requests]
+
+
+def range_of(request: dg.RunRequest) -> tuple[str, str]:
+    return request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
+
+
+def materializations(instance: dg.DagsterInstance, key: str) -> list[dg.AssetMaterialization]:
+    """persona_agent's materializations of one partition, newest first."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=100
+    ).records
+    return [record.asset_materialization for record in records]
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: str) -> dict:
+    return {name: value.value for name, value in materializations(instance, key)[0].metadata.items()}
+
+
+def failed_partitions(instance: dg.DagsterInstance, keys: list[str]) -> set[str]:
+    """Which of persona_agent's partitions `keys` the UI shows failed."""
+    statuses = instance.get_status_by_partition(persona_agent.key, keys, personas_partitions) or {}
+    return {key for key, status in statuses.items() if status == dg.AssetPartitionStatus.FAILED}

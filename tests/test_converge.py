@@ -4,7 +4,7 @@ from sqlalchemy import text
 
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
-from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, choose_voice
 
 
 def calls(sandbox, since):
@@ -61,3 +61,26 @@ def test_converge_of_invalid_traits_fails_before_any_call(store, sandbox, sandbo
     result = service.provision_many([persona_id], operation=service.converge_agent)[0]
     assert result.outcome is Outcome.INVALID and "chattiness" in result.error
     assert calls(sandbox, seen) == []
+
+
+def test_iter_provision_yields_every_result_and_check_many_reports_each_persona_in_order(store, sandbox, sandbox_client):
+    ids = store.add_personas(demo_personas(4))
+    service = ProvisioningService(store, sandbox_client, DEFAULT_VOICE_CATALOGUE)
+
+    arrived = list(service.iter_provision([*ids[:3], 10**6], concurrency=3))
+
+    assert sorted(result.persona_id for result in arrived) == sorted([*ids[:3], 10**6])
+    assert {r.persona_id: r.outcome for r in arrived} == {**{i: Outcome.CREATED for i in ids[:3]}, 10**6: Outcome.NOT_FOUND}
+    sandbox.delete_agent_directly(store.get(ids[1]).elevenlabs_agent_id)
+    value = 0.1 if choose_voice(store.get(ids[2]).spec()).name == "Bella" else 0.9  # the opposite voice corner
+    with store.engine.begin() as connection:  # a trait edit: the voice no longer matches
+        connection.execute(text("UPDATE personas SET temper_level = :v, chattiness = :v WHERE id = :id"), {"v": value, "id": ids[2]})
+
+    checks = service.check_many([ids[0], ids[1], ids[3], 10**6, ids[2]], concurrency=3)
+
+    assert [check.persona_id for check in checks] == [ids[0], ids[1], ids[3], 10**6, ids[2]]
+    assert checks[0].passed and checks[0].exists
+    assert not checks[1].exists and "gone" in checks[1].problems[0]
+    assert not checks[2].exists and checks[2].problems == ("persona has no agent recorded",)
+    assert not checks[3].exists and "does not exist" in checks[3].problems[0]
+    assert checks[4].exists and not checks[4].voice_matches

@@ -10,22 +10,24 @@ import copy
 
 import dagster as dg
 import pytest
+# Dagster 1.13 has no public way to read a partition's stale status (the UI's "Unsynced"): the test asks
+# the resolver behind the UI itself.
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 from sqlalchemy import text
 
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.checks import MATCHES, persona_agent_checks
-from persona_agents_pipeline.defs.drift import agent_drift_sensor
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
+from persona_agents_pipeline.defs.run_requests import range_run_request
 from persona_agents_pipeline.defs.schedules import missing_agent_run_requests
-from persona_agents_pipeline.defs.sensors import new_personas_sensor, range_run_request
+from persona_agents_pipeline.defs.sensors import agent_drift_sensor, new_personas_sensor
 from persona_agents_pipeline.definitions import defs
+from persona_agents_pipeline.in_process_runs import execute_run_request
 from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, choose_voice, voice_settings
 
-from dagster_helpers import apply_asset_events, apply_partition_requests
-from persona_agents_pipeline.defs.in_process import execute_run_request
+from dagster_helpers import apply_asset_events, latest_metadata, materializations, persona_rows, point_env_at, run_tick
 
 PERSONAS = 30
 EDITED = slice(2, None, 7)  # 4 scattered personas out of 30
@@ -33,28 +35,8 @@ EDITED = slice(2, None, 7)  # 4 scattered personas out of 30
 
 @pytest.fixture
 def env(monkeypatch, store, sandbox):
-    monkeypatch.setenv("PERSONAS_DATABASE_URL", store.database_url)
-    monkeypatch.setenv("ELEVENLABS_BASE_URL", sandbox.url)
-    monkeypatch.setenv("ELEVENLABS_API_KEY", "sandbox-test-key")
-    monkeypatch.setenv("ELEVENLABS_RATE_LIMIT", "500")
-    monkeypatch.setenv("ELEVENLABS_MAX_CONCURRENT", "8")
+    point_env_at(monkeypatch, store.database_url, sandbox.url)
     return {"persona_store": PersonaStoreResource(database_url=store.database_url)}
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as dagster_instance:
-        yield dagster_instance
-
-
-def tick(sensor, instance, resources, cursor=None):
-    """One sensor tick as the daemon runs it: evaluate, record its asset events and partitions, execute its runs."""
-    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
-    if isinstance(result, dg.SkipReason):
-        return result, []
-    apply_asset_events(instance, result.asset_events or [])
-    apply_partition_requests(instance, result.dynamic_partitions_requests or [])
-    return result, [execute_run_request(instance, request) for request in result.run_requests]
 
 
 def stale_keys(instance, keys: list[str]) -> set[str]:
@@ -63,21 +45,6 @@ def stale_keys(instance, keys: list[str]) -> set[str]:
         instance, defs.resolve_asset_graph(), loading_context=LoadingContextForTest(instance)
     )
     return {key for key in keys if resolver.get_status(persona_agent.key, key) == StaleStatus.STALE}
-
-
-def latest_metadata(instance, key: str) -> dict:
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=1
-    ).records
-    return {name: value.value for name, value in record.asset_materialization.metadata.items()}
-
-
-def materialization_count(instance, key: str) -> int:
-    return len(
-        instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=100
-        ).records
-    )
 
 
 def flip_traits(store, persona_id: int) -> None:
@@ -90,18 +57,10 @@ def flip_traits(store, persona_id: int) -> None:
         )
 
 
-def persona_rows(count: int) -> list[dict]:
-    return [
-        {"name": f"Persona {n}", "temper_level": (n % 10) / 10, "chattiness": ((n * 3) % 10) / 10,
-         "emotional_attachment": ((n * 7) % 10) / 10}
-        for n in range(count)
-    ]
-
-
 def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, sandbox, env, instance):
     ids = store.add_personas(persona_rows(PERSONAS))
     keys = [str(i) for i in ids]
-    created, runs = tick(new_personas_sensor, instance, env)
+    created, runs = run_tick(new_personas_sensor, instance, env)
     assert runs and all(run.success for run in runs)
     agents = {p.id: p.elevenlabs_agent_id for p in store.with_agents()}
     assert len(agents) == PERSONAS == len(sandbox.agents())
@@ -119,7 +78,7 @@ def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, 
     with store.engine.begin() as connection:
         connection.execute(text("UPDATE personas SET temper_level = temper_level WHERE id = :id"), {"id": untouched_edit})
     remote_before = {agent["agent_id"]: copy.deepcopy(agent) for agent in sandbox.agents()}
-    counts_before = {key: materialization_count(instance, key) for key in keys}
+    counts_before = {key: len(materializations(instance, key)) for key in keys}
 
     # One tick: the edited personas are observed with their new config hash (stale in the UI) ...
     result = agent_drift_sensor(dg.build_sensor_context(instance=instance, cursor=created.cursor, resources=env))
@@ -155,7 +114,7 @@ def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, 
     unchanged = [pid for pid in ids if pid not in edited]
     for persona_id in unchanged:
         assert remote[agents[persona_id]] == remote_before[agents[persona_id]]
-        assert materialization_count(instance, str(persona_id)) == counts_before[str(persona_id)]
+        assert len(materializations(instance, str(persona_id))) == counts_before[str(persona_id)]
 
     # Fresh again, and the next tick requests nothing.
     assert stale_keys(instance, keys) == set()
@@ -190,11 +149,11 @@ def test_partitions_made_by_the_demo_path_become_stale_after_a_trait_edit(store,
     """The backfill schedule's path (also the demo's): its partitions get a baseline, so an edit shows stale."""
     ids = store.add_personas(persona_rows(3))
     keys = [str(i) for i in ids]
-    requests = missing_agent_run_requests(instance, env["persona_store"], run_key_prefix=None)
+    requests = missing_agent_run_requests(instance, env["persona_store"])
     assert all(execute_run_request(instance, request).success for request in requests)
     assert stale_keys(instance, keys) == set()
     flip_traits(store, ids[1])
-    result, runs = tick(agent_drift_sensor, instance, env)
+    result, runs = run_tick(agent_drift_sensor, instance, env)
     assert stale_keys(instance, keys) == set() and runs and all(run.success for run in runs)
     assert latest_metadata(instance, keys[1])["outcome"] == "updated"
 
@@ -202,7 +161,7 @@ def test_partitions_made_by_the_demo_path_become_stale_after_a_trait_edit(store,
 def test_an_edit_shows_stale_until_the_update_runs(store, sandbox, env, instance):
     ids = store.add_personas(persona_rows(2))
     keys = [str(i) for i in ids]
-    for request in missing_agent_run_requests(instance, env["persona_store"], run_key_prefix=None):
+    for request in missing_agent_run_requests(instance, env["persona_store"]):
         assert execute_run_request(instance, request).success
     flip_traits(store, ids[0])
     result = agent_drift_sensor(dg.build_sensor_context(instance=instance, resources=env))

@@ -25,7 +25,8 @@ import requests
 from persona_agents_pipeline.sandbox import SandboxServer
 from persona_agents_pipeline.store import PersonaStore
 
-pytestmark = pytest.mark.slow
+# A user's day walks many UI steps through a real daemon: above pytest's default 300 s on a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -392,10 +393,10 @@ def screenshot(url: str, path: Path, profile: Path, height: int = 900) -> None:
 def test_a_users_day_in_the_ui_is_truthful(deployment, tmp_path, monkeypatch):
     import dagster as dg
 
-    from persona_agents_pipeline.defs.in_process import execute_run_request
     from persona_agents_pipeline.defs.resources import PersonaStoreResource
+    from persona_agents_pipeline.defs.run_requests import range_run_request
     from persona_agents_pipeline.defs.schedules import missing_agent_run_requests
-    from persona_agents_pipeline.defs.sensors import range_run_request
+    from persona_agents_pipeline.in_process_runs import execute_run_request
 
     url, store, sandbox, processes = deployment["url"], deployment["store"], deployment["sandbox"], deployment["processes"]
     for name in ("DAGSTER_HOME", "PERSONAS_DATABASE_URL", "ELEVENLABS_BASE_URL", "ELEVENLABS_API_KEY"):
@@ -427,7 +428,7 @@ def test_a_users_day_in_the_ui_is_truthful(deployment, tmp_path, monkeypatch):
 
     # The rest, as the backfill schedule would request them (ensure runs, the demo's path too).
     with dg.DagsterInstance.get() as instance:
-        for request in missing_agent_run_requests(instance, PersonaStoreResource(), run_key_prefix=None):
+        for request in missing_agent_run_requests(instance, PersonaStoreResource()):
             assert execute_run_request(instance, request).success
     assert ui_state(url, keys)["materialized"] == set(keys) and len(sandbox.agents()) == agents_before + 5
 
@@ -448,7 +449,7 @@ def test_a_users_day_in_the_ui_is_truthful(deployment, tmp_path, monkeypatch):
         connection.exec_driver_sql(f"UPDATE personas SET chattiness = 7 WHERE id = {late}")
     wait_for("the new partition", lambda: str(late) in ui_state(url, [*keys, str(late)])["missing"], 60, processes)
     with dg.DagsterInstance.get() as instance:
-        for request in missing_agent_run_requests(instance, PersonaStoreResource(), run_key_prefix=None):
+        for request in missing_agent_run_requests(instance, PersonaStoreResource()):
             execute_run_request(instance, request)
     state = ui_state(url, keys)
     assert state["check_failed"] == {gone_key}

@@ -6,37 +6,33 @@ import uuid
 
 import dagster as dg
 import pytest
-from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.checks import EXISTS, MATCHES
 from persona_agents_pipeline.defs.checks_after_materialize import checks_after_materialize_sensor
+from persona_agents_pipeline.defs.dagster_tags import DATA_VERSION_TAG, range_tags
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
-from persona_agents_pipeline.defs.schedules import backfill_missing_agents, spans
-from persona_agents_pipeline.defs.sensors import ENSURE_RUN_CONFIG, new_personas_sensor, persona_partitions_sensor, range_run_request
+from persona_agents_pipeline.defs.run_requests import ENSURE_RUN_CONFIG, range_run_request, spans
+from persona_agents_pipeline.defs.schedules import backfill_missing_agents
+from persona_agents_pipeline.defs.sensors import new_personas_sensor, persona_partitions_sensor
 from persona_agents_pipeline.definitions import defs
+from persona_agents_pipeline.in_process_runs import execute_run_request
 from persona_agents_pipeline.sandbox import SandboxServer
-from persona_agents_pipeline.store import PersonaStore
 
-from dagster_helpers import apply_partition_requests
-from persona_agents_pipeline.defs.in_process import execute_run_request
+from dagster_helpers import (
+    apply_partition_requests,
+    failed_partitions,
+    latest_metadata,
+    materializations,
+    persona_rows,
+    point_env_at,
+    range_of,
+    run_tick,
+)
 
 PARTITIONS = personas_partitions.name
 RESOURCES = {"persona_store": PersonaStoreResource()}
-
-
-def persona_rows(count: int, start: int = 0) -> list[dict]:
-    return [
-        {
-            "name": f"Persona {start + n}",
-            "temper_level": (n % 10) / 10,
-            "chattiness": ((n * 3) % 10) / 10,
-            "emotional_attachment": ((n * 7) % 10) / 10,
-        }
-        for n in range(count)
-    ]
 
 
 @pytest.fixture
@@ -52,53 +48,13 @@ def sandbox(api_key):
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, sandbox, api_key):
-    url = f"sqlite:///{tmp_path / 'personas.db'}"
-    monkeypatch.setenv("PERSONAS_DATABASE_URL", url)
-    monkeypatch.setenv("ELEVENLABS_BASE_URL", sandbox.url)
-    monkeypatch.setenv("ELEVENLABS_API_KEY", api_key)
-    monkeypatch.setenv("ELEVENLABS_RATE_LIMIT", "500")
-    monkeypatch.setenv("ELEVENLABS_MAX_CONCURRENT", "8")
-    return url
-
-
-@pytest.fixture
-def store(env) -> PersonaStore:
-    persona_store = PersonaStore(env)
-    persona_store.upgrade()
-    return persona_store
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as dagster_instance:
-        yield dagster_instance
-
-
-def tick(instance, cursor=None) -> dg.SensorResult | dg.SkipReason:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=RESOURCES)
-    return new_personas_sensor(context)
+def store(sqlite_store, monkeypatch, sandbox, api_key):
+    point_env_at(monkeypatch, sqlite_store.database_url, sandbox.url, api_key)
+    return sqlite_store
 
 
 def run_sensor_tick(instance, cursor=None):
-    """One sensor tick as the daemon runs it: evaluate, apply partition changes, execute the runs."""
-    result = tick(instance, cursor)
-    if isinstance(result, dg.SkipReason):
-        return result, []
-    apply_partition_requests(instance, result.dynamic_partitions_requests or [])
-    runs = [execute_run_request(instance, request) for request in result.run_requests]
-    return result, runs
-
-
-def range_of(request: dg.RunRequest) -> tuple[str, str]:
-    return request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
-
-
-def materializations(instance, key: str) -> list[dg.AssetMaterialization]:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=100
-    ).records
-    return [record.asset_materialization for record in records]
+    return run_tick(new_personas_sensor, instance, RESOURCES, cursor)
 
 
 def observations(instance, key: str) -> list[dg.AssetObservation]:
@@ -125,9 +81,7 @@ def test_a_verified_noop_materializes_only_partitions_that_are_not_green_and_fre
     # ids[2]'s persona is observed with a new data version (stale); its agent is brought up to date by the CLI.
     with store.engine.begin() as connection:
         connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95 WHERE id = {ids[2]}")
-    instance.report_runless_asset_event(dg.AssetObservation(
-        "personas", partition=keys[2], tags={"dagster/data_version": "edited"}
-    ))
+    instance.report_runless_asset_event(dg.AssetObservation("personas", partition=keys[2], tags={DATA_VERSION_TAG: "edited"}))
     assert service.update_agent(ids[2]).outcome.value == "updated"
     service.client.close()
     before = {key: len(materializations(instance, key)) for key in keys}
@@ -140,16 +94,11 @@ def test_a_verified_noop_materializes_only_partitions_that_are_not_green_and_fre
     }, outcomes
     assert [o.metadata["outcome"].value for o in observations(instance, keys[0])] == ["verified"]
     assert instance.get_materialized_partitions(persona_agent.key) == set(keys)
-    status = get_and_update_asset_status_cache_value(instance, persona_agent.key, personas_partitions)
-    assert not status.deserialize_failed_partition_subsets(personas_partitions).get_partition_keys()
-
-
-def latest_metadata(instance, key: str) -> dict:
-    return {name: value.value for name, value in materializations(instance, key)[0].metadata.items()}
+    assert not failed_partitions(instance, keys)
 
 
 def single_partition_request(key: str) -> dg.RunRequest:
-    return dg.RunRequest(asset_selection=[persona_agent.key], tags={ASSET_PARTITION_RANGE_START_TAG: key, ASSET_PARTITION_RANGE_END_TAG: key})
+    return dg.RunRequest(asset_selection=[persona_agent.key], tags=range_tags(key, key))
 
 
 def check_results(run_result) -> dict[str, dg.AssetCheckEvaluation]:
@@ -369,7 +318,7 @@ def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, i
     instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
     request = dg.RunRequest(
         asset_selection=[persona_agent.key],
-        tags={ASSET_PARTITION_RANGE_START_TAG: str(ids[0]), ASSET_PARTITION_RANGE_END_TAG: str(ids[-1])},
+        tags=range_tags(str(ids[0]), str(ids[-1])),
     )
 
     result = execute_run_request(instance, request)
@@ -383,8 +332,7 @@ def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, i
     assert not [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(sandbox.agents()) == 4
     assert instance.get_materialized_partitions(persona_agent.key) == {str(i) for i in ids if i != ids[2]}
-    status = get_and_update_asset_status_cache_value(instance, persona_agent.key, personas_partitions)
-    assert set(status.deserialize_failed_partition_subsets(personas_partitions).get_partition_keys()) == {str(ids[2])}
+    assert failed_partitions(instance, [str(i) for i in ids]) == {str(ids[2])}
 
 
 def test_status_report_counts_by_status(store, instance):

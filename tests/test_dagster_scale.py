@@ -10,20 +10,20 @@ import sqlite3
 
 import dagster as dg
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from persona_agents_pipeline.defs.assets import persona_agent
-from persona_agents_pipeline.defs.in_process import execute_run_request
+from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from persona_agents_pipeline.defs.partitions import personas_partitions
+from persona_agents_pipeline.defs.personas_observations import PERSONAS_KEY, traits_observations
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
 from persona_agents_pipeline.defs.schedules import missing_agent_run_requests
 from persona_agents_pipeline.defs.sensors import new_personas_sensor
-from persona_agents_pipeline.defs.traits import PERSONAS_KEY, traits_observations
+from persona_agents_pipeline.in_process_runs import execute_run_request
 from persona_agents_pipeline.store import PersonaStore
 
-from dagster_helpers import apply_partition_requests
+from dagster_helpers import apply_partition_requests, point_env_at
 
 PARTITIONS = personas_partitions.name
 OLD_SQLITE_VARIABLES = 999  # SQLite before 3.32 (still the system SQLite of some long-lived distributions)
@@ -35,22 +35,9 @@ def rows(count: int) -> list[dict]:
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, sandbox):
-    url = f"sqlite:///{tmp_path / 'personas.db'}"
-    for name, value in {"PERSONAS_DATABASE_URL": url, "ELEVENLABS_BASE_URL": sandbox.url,
-                        "ELEVENLABS_API_KEY": "sandbox-test-key", "ELEVENLABS_RATE_LIMIT": "500",
-                        "ELEVENLABS_MAX_CONCURRENT": "8"}.items():
-        monkeypatch.setenv(name, value)
-    store = PersonaStore(url)
-    store.upgrade()
-    yield store
-    store.engine.dispose()
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as dagster_instance:
-        yield dagster_instance
+def env(monkeypatch, sqlite_store, sandbox) -> PersonaStore:
+    point_env_at(monkeypatch, sqlite_store.database_url, sandbox.url)
+    return sqlite_store
 
 
 @pytest.fixture
@@ -81,7 +68,7 @@ def full_partition_reads(monkeypatch) -> list[str]:
 
 def range_request(keys: list[str]) -> dg.RunRequest:
     return dg.RunRequest(asset_selection=[persona_agent.key], asset_check_keys=[],
-                         tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+                         tags=range_tags(keys[0], keys[-1]))
 
 
 def test_a_run_reads_the_partition_list_as_often_for_40_personas_as_for_4(env, instance, monkeypatch):
@@ -122,8 +109,8 @@ def test_a_sensor_tick_registers_1500_new_personas_on_a_sqlite_with_999_variable
 
     assert instance.get_dynamic_partitions(PARTITIONS) == keys, "all registered, in the persona log's order"
     covered = [key for request in result.run_requests
-               for key in keys[keys.index(request.tags[ASSET_PARTITION_RANGE_START_TAG]):
-                               keys.index(request.tags[ASSET_PARTITION_RANGE_END_TAG]) + 1]]
+               for key in keys[keys.index(request.tags[RANGE_START_TAG]):
+                               keys.index(request.tags[RANGE_END_TAG]) + 1]]
     assert covered == keys
     assert len(result.asset_events) == 1500
 
@@ -135,7 +122,7 @@ def test_a_sensor_tick_registers_1500_new_personas_on_a_sqlite_with_999_variable
 def test_the_backfill_schedule_registers_1500_unknown_personas_on_a_sqlite_with_999_variables(env, instance, old_sqlite):
     ids = env.add_personas(rows(1500))
 
-    requests = missing_agent_run_requests(instance, PersonaStoreResource(), run_key_prefix=None)
+    requests = missing_agent_run_requests(instance, PersonaStoreResource())
 
     assert instance.get_dynamic_partitions(PARTITIONS) == [str(i) for i in ids]
     assert len(requests) == 3

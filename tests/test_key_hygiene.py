@@ -7,13 +7,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from click.testing import CliRunner
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from persona_agents_pipeline.cli import main
 from persona_agents_pipeline.config import ConfigurationError, load_api_key
 from persona_agents_pipeline.defs.assets import persona_agent
-from persona_agents_pipeline.defs.in_process import execute_run_request
+from persona_agents_pipeline.defs.dagster_tags import range_tags
 from persona_agents_pipeline.defs.partitions import personas_partitions
+from persona_agents_pipeline.in_process_runs import execute_run_request
 from persona_agents_pipeline.sandbox import SandboxServer
 
 CANARY = "sk_canary_7d1e0c9b"
@@ -76,7 +76,7 @@ def test_a_damaged_key_never_reaches_dagster_storage_or_compute_logs(form, canar
     with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
         instance.add_dynamic_partitions(personas_partitions.name, ["1", "2", "3"])
         request = dg.RunRequest(
-            asset_selection=[persona_agent.key], tags={ASSET_PARTITION_RANGE_START_TAG: "1", ASSET_PARTITION_RANGE_END_TAG: "3"}
+            asset_selection=[persona_agent.key], tags=range_tags("1", "3")
         )
         result = execute_run_request(instance, request)
         assert result.success == (form in USABLE)

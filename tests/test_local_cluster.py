@@ -16,8 +16,9 @@ import sys
 import time
 
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from cluster_helpers import REPO, LocalCluster, instance_yaml, max_overlap, rabbitmq_unavailable_reason
+
+from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -128,7 +129,7 @@ def troubled(runs: list[dict]) -> list[dict]:
 def provisioning_ranges(runs: list[dict]) -> dict[str, range]:
     """Each provisioning run's personas: its partition range (keys are persona ids, registered in order)."""
     tags = {run["runId"]: {tag["key"]: tag["value"] for tag in run["tags"]} for run in runs if run["jobName"] == PROVISION_JOB}
-    return {run_id: range(int(tag[ASSET_PARTITION_RANGE_START_TAG]), int(tag[ASSET_PARTITION_RANGE_END_TAG]) + 1)
+    return {run_id: range(int(tag[RANGE_START_TAG]), int(tag[RANGE_END_TAG]) + 1)
             for run_id, tag in tags.items()}
 
 

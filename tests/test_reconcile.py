@@ -7,7 +7,7 @@ from cli_helpers import run
 
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
-from persona_agents_pipeline.reconcile import drifted_hashes
+from persona_agents_pipeline.drift import drifted_hashes
 from persona_agents_pipeline.voice_policy import (
     DEFAULT_VOICE_CATALOGUE,
     PROJECT_TAG,

@@ -9,8 +9,8 @@ import click
 
 from ..demo_data import demo_personas
 from ..display import markup_safe, plain
+from ..drift import desired_config_hash
 from ..models import utcnow
-from ..reconcile import desired_config_hash
 from ..voice_policy import TRAIT_FIELDS, InvalidPersonaError
 from .common import (
     CommandError,

@@ -1,18 +1,17 @@
 """Assets: the personas table (observed source) -> persona_agent (one partition per persona) -> agent_status_report."""
 
 
-import queue
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Literal
+from contextlib import closing
+from typing import Callable, Iterator, Literal
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from ..models import AGENT_STATUSES, AgentEvent, Persona, utcnow
-from ..provisioning import Outcome, ProvisionResult
-from ..reconcile import desired_config_hash, drifted_hashes
+from ..provisioning import Outcome, ProvisioningService, ProvisionResult
+from ..drift import desired_config_hash, drifted_hashes
 from .materializations import PartitionRecorder, settled_partitions
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
@@ -116,6 +115,13 @@ def persona_ids(keys: list[str]) -> tuple[list[int], list[ProvisionResult]]:
     return ids, invalid
 
 
+def mode_operation(service: ProvisioningService, config: PersonaAgentConfig) -> Callable[[int], ProvisionResult] | None:
+    """What provisions one persona in the configured mode; None is the service's ensure_agent (with force: recreate)."""
+    if config.force:
+        return None
+    return {"converge": service.converge_agent, "ensure": None, "update": service.update_agent}[config.mode]
+
+
 @dg.asset(
     partitions_def=personas_partitions,
     deps=[personas],
@@ -142,49 +148,35 @@ def persona_agent(
         raise dg.Failure(description="force (recreate) and mode update (patch in place) exclude each other", allow_retries=False)
     service = provisioning_service(persona_store, elevenlabs)
     names = {persona.id: persona.name for persona in service.store.get_many(ids)}
-    operations = {"converge": service.converge_agent, "ensure": None, "update": service.update_agent}
     context.log.info("provisioning %d persona(s), mode=%s, force=%s", len(ids), config.mode, config.force)
-    arrived: queue.Queue[ProvisionResult | None] = queue.Queue()
-
-    def provision() -> list[ProvisionResult]:
-        try:
-            return service.provision_many(
-                ids,
-                concurrency=elevenlabs.concurrency(),
-                force=config.force,
-                operation=None if config.force else operations[config.mode],
-                on_result=arrived.put,
-            )
-        finally:
-            arrived.put(None)
-
-    # Record each persona's materialization as its result arrives: Dagster stores it while the API
-    # waits for the next ones, at a cost that depends on the run's size only (see materializations.py).
     recorder = PartitionRecorder.at_step_start(context)
     # A verified no-op on a green, fresh partition is observed, not materialized (materializations.py).
     converging = config.mode == "converge" and not config.force
     settled = settled_partitions(context.instance, context.asset_key, personas.key, keys) if converging else set()
-    succeeded = 0
+    results: list[ProvisionResult] = []
+    provisioning = service.iter_provision(
+        ids, concurrency=elevenlabs.concurrency(), force=config.force, operation=mode_operation(service, config)
+    )
+    # Each persona is recorded as its result arrives: Dagster stores it while the API works on the next
+    # ones, at a cost that depends on the run's size only (see materializations.py). On any exit the
+    # provisions under way finish (closing) before the client closes.
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="provision-batch") as runner:
-            batch = runner.submit(provision)
-            for result in iter(arrived.get, None):
+        with closing(provisioning):
+            for result in provisioning:
+                results.append(result)
                 if result.ok:
-                    succeeded += 1
-                    metadata = partition_metadata(
-                        result, config.force, service.store.history(result.persona_id), names.get(result.persona_id, "")
-                    )
                     key = persona_key(result.persona_id)
+                    history = service.store.history(result.persona_id)
+                    metadata = partition_metadata(result, config.force, history, names.get(result.persona_id, ""))
                     no_op = result.outcome is Outcome.VERIFIED and key in settled
                     yield (recorder.observation if no_op else recorder.materialization)(key, metadata)
-            results = batch.result()
     finally:
         service.client.close()
     failed += [r for r in results if not r.ok]
     # Outcome counts go to the log only: as metadata they would be copied into every partition.
     context.log.info("outcomes: %s", dict(Counter(r.outcome.value for r in results)))
     if failed:
-        raise_failures(failed, succeeded, names)
+        raise_failures(failed, sum(r.ok for r in results), names)
 
 
 def raise_failures(failed: list[ProvisionResult], succeeded: int, names: dict[int, str]) -> None:

@@ -9,16 +9,13 @@ for the step (the output Dagster requires; recorded without a partition).
 """
 
 
-from concurrent.futures import ThreadPoolExecutor
+import json
+from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # no public name in 1.13
-    AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
-)
 
-from ..provisioning import AgentCheck
 from .assets import ELEVENLABS_POOL, persona_agent
-from .materializations import run_partition_keys
+from .materializations import latest_materializations, run_partition_keys
 from .partitions import personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
 
@@ -39,26 +36,25 @@ def persona_ids_for_run(context: dg.AssetCheckExecutionContext, persona_store: P
     return [int(key) for key in keys if key.isdigit()]
 
 
-def latest_materializations(instance: dg.DagsterInstance, ids: list[int]) -> dict[str, TargetMaterialization]:
-    """Each partition's latest materialization, which its check result is about (two queries for the run):
-    the UI shows a result only while no newer materialization exists, so a repair clears the red."""
-    latest = instance.event_log_storage.get_latest_storage_id_by_partition(
-        persona_agent.key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions={str(pid) for pid in ids}
-    )
-    if not latest:
-        return {}
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=persona_agent.key, storage_ids=list(latest.values())), limit=len(latest)
-    ).records
-    return {
-        record.partition_key: TargetMaterialization(storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
-        for record in records
-        if record.partition_key
-    }
+def check_target(record: dg.EventLogRecord) -> Any:
+    """The materialization a check result is about, as AssetCheckEvaluation's target_materialization_data.
+
+    Its class (AssetCheckEvaluationTargetMaterializationData) has no public name in Dagster 1.13, so it is
+    built from its serialized form: the event log's storage format, which Dagster keeps readable across
+    versions (pinned in tests/test_dagster_tags.py)."""
+    fields = {"storage_id": record.storage_id, "run_id": record.run_id, "timestamp": record.timestamp}
+    return dg.deserialize_value(json.dumps({"__class__": "AssetCheckEvaluationTargetMaterializationData", **fields}))
+
+
+def check_targets(instance: dg.DagsterInstance, ids: list[int]) -> dict[str, Any]:
+    """Each partition's latest materialization, which its check result is about: the UI shows a result only
+    while no newer materialization exists, so a repair clears the red."""
+    latest = latest_materializations(instance, persona_agent.key, [str(pid) for pid in ids])
+    return {key: check_target(record) for key, record in latest.items()}
 
 
 def per_partition(
-    name: str, ids: list[int], failures: list[tuple[int, str]], targets: dict[str, TargetMaterialization], hint: str | None = None
+    name: str, ids: list[int], failures: list[tuple[int, str]], targets: dict[str, Any], hint: str | None = None
 ) -> list[dg.AssetCheckEvaluation]:
     reasons = dict(failures)
     return [
@@ -121,29 +117,19 @@ def persona_agent_checks(
 ):
     ids = persona_ids_for_run(context, persona_store)
     service = provisioning_service(persona_store, elevenlabs)
-
-    def one(persona_id: int) -> AgentCheck | str:
-        try:
-            return service.check_agent(persona_id)
-        except LookupError as exc:  # persona deleted since the run started
-            return str(exc)
-
     missing: list[tuple[int, str]] = []
     drifted: list[tuple[int, str]] = []
     try:
         # Concurrent like the provisioning itself; the client's limiter keeps within the API's limits.
-        with ThreadPoolExecutor(max_workers=elevenlabs.concurrency(), thread_name_prefix="check") as pool:
-            for persona_id, result in zip(ids, pool.map(one, ids)):
-                if isinstance(result, str):
-                    missing.append((persona_id, result))
-                elif not result.exists:
-                    missing.append((persona_id, "; ".join(result.problems)))
-                elif not result.passed:
-                    drifted.append((persona_id, "; ".join(result.problems)))
+        for check in service.check_many(ids, concurrency=elevenlabs.concurrency()):
+            if not check.exists:
+                missing.append((check.persona_id, "; ".join(check.problems)))
+            elif not check.passed:
+                drifted.append((check.persona_id, "; ".join(check.problems)))
     finally:
         service.client.close()
     gone = {persona_id for persona_id, _ in missing}
-    targets = latest_materializations(context.instance, ids)
+    targets = check_targets(context.instance, ids)
     # Each check can be executed on its own from the UI (can_subset); one GET serves both.
     selected = {key.name for key in context.selected_asset_check_keys}
     if EXISTS in selected:

@@ -14,15 +14,14 @@ the last tick, no API call.
 from datetime import datetime, timezone
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 from .assets import persona_agent
+from .automation import SENSOR_INTERVAL_SECONDS, runs_finished_after
 from .checks import persona_agent_checks
+from .dagster_tags import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from .jobs import PROVISION_JOB
-from .sensors import SENSOR_INTERVAL_SECONDS
-from .status_report import FINISHED
 
-PARTITION_TAGS = (PARTITION_NAME_TAG, ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
+PARTITION_TAGS = (PARTITION_TAG, RANGE_START_TAG, RANGE_END_TAG)
 RUNS_PER_TICK = 50
 
 
@@ -58,10 +57,7 @@ def checks_after_materialize_sensor(context: dg.SensorEvaluationContext):
     if context.cursor is None:  # runs finished before the sensor existed are not followed up
         return dg.SensorResult(cursor=str(datetime.now(timezone.utc).timestamp()), skip_reason="watching runs from now on")
     # Every job: a Materialize or backfill from the UI runs in Dagster's implicit asset job, not in ours.
-    finished = context.instance.get_run_records(
-        dg.RunsFilter(statuses=FINISHED, updated_after=datetime.fromtimestamp(float(context.cursor), timezone.utc)),
-        limit=RUNS_PER_TICK, order_by="update_timestamp", ascending=True,
-    )
+    finished = runs_finished_after(context.instance, float(context.cursor), limit=RUNS_PER_TICK, oldest_first=True)
     if not finished:
         return dg.SkipReason("no run finished since the last tick")
     requests = [checks_request(record.dagster_run) for record in finished if skipped_its_checks(record.dagster_run)]

@@ -25,20 +25,20 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
-# Dagster has no public names for its provenance tags; these are the ones its stale-status logic reads.
-from dagster._core.definitions.data_version import (
+from .dagster_tags import (
     CODE_VERSION_TAG,
     DATA_VERSION_TAG,
-    DEFAULT_DATA_VERSION,
-    NULL_EVENT_POINTER,
-    compute_logical_data_version,
-    get_input_data_version_tag,
-    get_input_event_pointer_tag,
+    INITIAL_DATA_VERSION,
+    NO_INPUT_EVENT,
+    PARTITION_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    input_data_version_tag,
+    input_event_pointer_tag,
+    logical_data_version,
 )
-
-from .partitions import personas_partitions
+from .partitions import key_chunks, personas_partitions
 
 
 def newest_event(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dg.EventLogRecord | None:
@@ -59,14 +59,11 @@ def provenance_tags(context: dg.AssetExecutionContext) -> dict[str, str]:
     for dep in context.assets_def.specs_by_key[asset_key].deps:
         record = newest_event(context.instance, dep.asset_key)
         version = (record.event_log_entry.tags or {}).get(DATA_VERSION_TAG) if record else None
-        input_versions[dep.asset_key] = dg.DataVersion(version) if version else DEFAULT_DATA_VERSION
-        tags[get_input_data_version_tag(dep.asset_key)] = input_versions[dep.asset_key].value
-        tags[get_input_event_pointer_tag(dep.asset_key)] = str(record.storage_id) if record else NULL_EVENT_POINTER
-    tags[DATA_VERSION_TAG] = compute_logical_data_version(code_version, input_versions).value
+        input_versions[dep.asset_key] = dg.DataVersion(version) if version else INITIAL_DATA_VERSION
+        tags[input_data_version_tag(dep.asset_key)] = input_versions[dep.asset_key].value
+        tags[input_event_pointer_tag(dep.asset_key)] = str(record.storage_id) if record else NO_INPUT_EVENT
+    tags[DATA_VERSION_TAG] = logical_data_version(code_version, input_versions).value
     return tags
-
-
-LOOKUP_CHUNK = 500  # partition keys per query (SQLite caps the parameters of one statement)
 
 
 def latest_by_partition(
@@ -74,21 +71,30 @@ def latest_by_partition(
 ) -> dict[str, int]:
     """Storage id of each partition's newest event of one type: one indexed query per chunk of keys."""
     latest: dict[str, int] = {}
-    for start in range(0, len(keys), LOOKUP_CHUNK):
-        latest.update(instance.event_log_storage.get_latest_storage_id_by_partition(
-            asset_key, event_type, partitions=set(keys[start:start + LOOKUP_CHUNK])
-        ))
+    for chunk in key_chunks(keys):
+        latest.update(instance.event_log_storage.get_latest_storage_id_by_partition(asset_key, event_type, partitions=set(chunk)))
+    return latest
+
+
+def latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: list[str]) -> dict[str, dg.EventLogRecord]:
+    """Each partition's newest materialization record: two indexed queries per chunk of keys."""
+    latest: dict[str, dg.EventLogRecord] = {}
+    for chunk in key_chunks(list(latest_by_partition(instance, asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, keys).values())):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=chunk), limit=len(chunk)
+        ).records
+        latest.update({record.partition_key: record for record in records if record.partition_key})
     return latest
 
 
 def run_partition_keys(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> list[str] | None:
     """The partition keys a run targets, from its tags (None: the run names no partitions)."""
-    if PARTITION_NAME_TAG in tags:
-        return [tags[PARTITION_NAME_TAG]]
-    if ASSET_PARTITION_RANGE_START_TAG not in tags or ASSET_PARTITION_RANGE_END_TAG not in tags:
+    if PARTITION_TAG in tags:
+        return [tags[PARTITION_TAG]]
+    if RANGE_START_TAG not in tags or RANGE_END_TAG not in tags:
         return None
     with dg.partition_loading_context(dynamic_partitions_store=instance):
-        key_range = dg.PartitionKeyRange(tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG])
+        key_range = dg.PartitionKeyRange(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
         return list(personas_partitions.get_partition_keys_in_range(key_range))
 
 
@@ -116,17 +122,12 @@ def settled_partitions(
     """Partitions materialized, not failed since, and whose upstream partition was not observed since:
     green and fresh in the UI, so a no-op on them needs no new materialization."""
     keys = list(keys)
-    materialized = latest_by_partition(instance, asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, keys)
     observed = latest_by_partition(instance, upstream_key, dg.DagsterEventType.ASSET_OBSERVATION, keys)
-    fresh = [storage_id for key, storage_id in materialized.items() if storage_id > observed.get(key, 0)]
-    latest: dict[str, dg.EventLogRecord] = {}
-    for start in range(0, len(fresh), LOOKUP_CHUNK):
-        chunk = fresh[start:start + LOOKUP_CHUNK]
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=chunk), limit=len(chunk)
-        ).records
-        latest.update({record.partition_key: record for record in records if record.partition_key})
-    return set(latest) - failed_since(instance, asset_key, latest)
+    fresh = {
+        key: record for key, record in latest_materializations(instance, asset_key, keys).items()
+        if record.storage_id > observed.get(key, 0)
+    }
+    return set(fresh) - failed_since(instance, asset_key, fresh)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """The dynamic partitions of `persona_agent` and how many partitions one run takes."""
 
 
-import os
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import dagster as dg
+
+from .resources import definition_settings
 
 # One partition per persona; the key is the persona id as text.
 personas_partitions = dg.DynamicPartitionsDefinition(name="personas")
@@ -13,7 +14,8 @@ personas_partitions = dg.DynamicPartitionsDefinition(name="personas")
 # client's rate and concurrency limits), so a few large runs beat many small ones: each run costs a few
 # seconds to start. Before that, Dagster writes one planned event per partition (10-30 s for 500 on a
 # loaded 2-core machine), so that part grows with the batch, not with the runs (README "At 100,000 personas").
-RUN_BATCH_SIZE = int(os.environ.get("PERSONA_AGENTS_RUN_BATCH_SIZE", "500"))
+# PERSONA_AGENTS_RUN_BATCH_SIZE sets it (config.py).
+RUN_BATCH_SIZE = definition_settings().run_batch_size
 
 
 def persona_key(persona_id: int) -> str:
@@ -24,9 +26,11 @@ def persona_key(persona_id: int) -> str:
 # `IN (...)`. SQLite allows 999 variables per statement before 3.32 and 32,766 by default after, so
 # a tick adding 20,000 personas, or a first backfill of 100,000, would fail there in one statement.
 KEYS_PER_STATEMENT = 500
+T = TypeVar("T")
 
 
-def key_chunks(keys: Sequence[str]) -> list[list[str]]:
+def key_chunks(keys: Sequence[T]) -> list[list[T]]:
+    """Partition keys (or storage ids) in chunks of KEYS_PER_STATEMENT, one SQL statement each."""
     return [list(keys[start : start + KEYS_PER_STATEMENT]) for start in range(0, len(keys), KEYS_PER_STATEMENT)]
 
 

@@ -2,6 +2,8 @@
 
 
 import dataclasses
+import functools
+import logging
 import threading
 
 import dagster as dg
@@ -13,6 +15,8 @@ from ..elevenlabs.client import ElevenLabsClient
 from ..provisioning import ProvisioningService
 from ..store import PersonaStore, SchemaError
 from ..voice_policy import AgentTemplate
+
+log = logging.getLogger(__name__)
 
 _stores: dict[str, PersonaStore] = {}
 _stores_lock = threading.Lock()
@@ -86,6 +90,20 @@ def provisioning_service(persona_store: PersonaStoreResource, elevenlabs: Eleven
         return ProvisioningService.from_settings(elevenlabs.settings(), store=store, client=elevenlabs.build_client())
     except (ConfigurationError, SchemaError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
+@functools.cache
+def definition_settings() -> Settings:
+    """The settings the definitions are built with (batch size, tick interval, crons, automation default).
+
+    A misconfigured environment must not stop the code location from loading, or the UI could not show
+    what is wrong: it loads with the defaults (automation off), and every run and tick, which read the
+    settings again, fails with the error."""
+    try:
+        return Settings.from_env()
+    except ConfigurationError as exc:
+        log.warning("persona-agents definitions load with default settings: %s", exc)
+        return Settings.from_env({})
 
 
 def agent_template() -> AgentTemplate:

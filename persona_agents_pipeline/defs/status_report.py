@@ -6,15 +6,12 @@ either moved, one report run is requested (its run key makes a repeated request 
 
 
 import json
-from datetime import datetime, timezone
 
 import dagster as dg
 
+from .automation import SENSOR_INTERVAL_SECONDS, runs_finished_after
 from .jobs import REPORT_JOB, refresh_agent_status_report
 from .resources import PersonaStoreResource
-from .sensors import SENSOR_INTERVAL_SECONDS
-
-FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 
 
 @dg.sensor(
@@ -30,10 +27,7 @@ def status_report_sensor(context: dg.SensorEvaluationContext, persona_store: Per
     seq = persona_store.get_store().latest_change_seq()
     finished = [
         record
-        for record in context.instance.get_run_records(
-            dg.RunsFilter(statuses=FINISHED, updated_after=datetime.fromtimestamp(cursor["finished_after"], timezone.utc)),
-            limit=50,
-        )
+        for record in runs_finished_after(context.instance, cursor["finished_after"], limit=50)
         if record.dagster_run.job_name != REPORT_JOB
     ]
     finished_after = max([cursor["finished_after"], *(record.update_timestamp.timestamp() for record in finished)])
