@@ -84,9 +84,10 @@ class BudgetBackend(Protocol):
 
     def release_slot(self, account: str, slot: int, holder: str) -> None: ...
 
-    def take_start(self, account: str, first: int, end: int, now: float, window: float) -> float:
+    def take_start(self, account: str, first: int, end: int, window: float) -> float:
         """Record a start on the oldest ring entry in [first, end) if older than `window`: 0.0;
-        else the seconds until it will be."""
+        else the seconds until it will be. The start is stamped with the clock read once the ring is held:
+        a stamp taken before queuing for the store would lie in the past, and let the next caller in early."""
 
     def held_slots(self, account: str, now: float) -> int:
         """Slots whose lease has not expired (for tests and status)."""
@@ -303,7 +304,7 @@ class SharedBudget:
         if not self._ring:
             return
         while True:
-            wait = self.backend.take_start(self.account, self._first(self._ring, self.state()), self._ring, time.time(),
+            wait = self.backend.take_start(self.account, self._first(self._ring, self.state()), self._ring,
                                            self._start_window)
             if wait <= 0:
                 return

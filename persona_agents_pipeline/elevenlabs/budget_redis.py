@@ -7,6 +7,8 @@ and ``...:starts`` (ring entry -> started_at).
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import asdict, fields
 
 import redis
@@ -100,8 +102,9 @@ class RedisBudgetBackend:
     def release_slot(self, account: str, slot: int, holder: str) -> None:
         self._release_slot(keys=[self._key(account, "slots")], args=[slot, holder])
 
-    def take_start(self, account: str, first: int, end: int, now: float, window: float) -> float:
-        return float(self._take_start(keys=[self._key(account, "starts")], args=[first, end, repr(now), repr(window)]))
+    def take_start(self, account: str, first: int, end: int, window: float) -> float:
+        # The script runs atomically as soon as it arrives: one network hop after this stamp.
+        return float(self._take_start(keys=[self._key(account, "starts")], args=[first, end, repr(time.time()), repr(window)]))
 
     def held_slots(self, account: str, now: float) -> int:
         return int(self._held(keys=[self._key(account, "slots")], args=[repr(now)]))

@@ -8,6 +8,7 @@ concurrent callers take different slots instead of waiting on each other.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, func, insert, select, update
@@ -111,9 +112,9 @@ class SqlBudgetBackend:
                                .where(slots.c.account == account, slots.c.slot == slot, slots.c.holder == holder)
                                .values(holder=None, lease_until=0.0))
 
-    def take_start(self, account: str, first: int, end: int, now: float, window: float) -> float:
+    def take_start(self, account: str, first: int, end: int, window: float) -> float:
         try:
-            with self.engine.begin() as connection:
+            with self.engine.begin() as connection:  # on SQLite, waits here for the write lock
                 self._ensure_rows(connection, starts, account, end, {"started_at": 0.0})
                 oldest = connection.execute(
                     select(starts.c.slot, starts.c.started_at)
@@ -122,6 +123,7 @@ class SqlBudgetBackend:
                 ).first()
                 if oldest is None:
                     return 0.005  # every entry is being taken right now by someone else
+                now = time.time()
                 if oldest.started_at > now - window:
                     return oldest.started_at + window - now
                 connection.execute(update(starts).where(starts.c.account == account, starts.c.slot == oldest.slot)
