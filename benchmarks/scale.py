@@ -5,8 +5,9 @@ For SQLite and PostgreSQL Dagster storage, and 1,000 / 10,000 / 100,000 register
   count), repeated and interleaved across sizes so that load on the machine hits every size alike;
 - the partition-status GraphQL query of the UI's partitions page, through a real dagster-webserver;
 then at the largest size: a backfill against a 10 requests/s sandbox, launched from the partitions page
-through a running webserver and daemon (as a user launches it), and a sensor tick that registers 20,000 new
-personas, applied the way the sensor daemon applies it.
+through a running webserver and daemon (as a user launches it), and a tick of persona_partitions_sensor that
+registers 20,000 new personas, applied the way the sensor daemon applies it, then new_personas_sensor's tick
+requesting their runs.
 
 Child side: `python -m benchmarks.scale MODE OUT.json` (each run in its own process, like a run worker).
 """
@@ -334,7 +335,8 @@ def target_rows(results: dict[str, Any], add) -> None:
         add(f"sensor tick registering {t['new']:,} personas, {storage}", t["evaluate_s"],
             f"evaluation {t['evaluate_s']:.1f} s; the daemon then: {t['new']:,} membership checks {t['membership_s']:.0f} s, "
             f"add {t['add_s']:.1f} s, {t['observations']:,} observations {t['observations_s']:.0f} s "
-            f"(the first {t['observations_timed']:,} of each timed, the rest at that rate); {t['run_requests']} runs",
+            f"(the first {t['observations_timed']:,} of each timed, the rest at that rate); then new_personas_sensor: "
+            f"{t['run_requests']} runs" + (f" in {t['request_runs_s']:.1f} s" if "request_runs_s" in t else ""),
             "evaluation < 60 s", t["evaluate_s"] < 60)
 
 
@@ -398,13 +400,14 @@ def _run(out: str) -> None:
 
 
 def _tick(out: str) -> None:
-    """new_personas_sensor seeing SCALE_TICK_NEW new personas, then its result applied as the sensor daemon
-    applies it (dagster/_daemon/sensor.py): asset events one by one, then for each add request one
-    has_dynamic_partition query per key and one add of the new ones."""
+    """persona_partitions_sensor (which registers new personas) seeing SCALE_TICK_NEW new personas, then its
+    result applied as the sensor daemon applies it (dagster/_daemon/sensor.py): asset events one by one, then
+    for each add request one has_dynamic_partition query per key and one add of the new ones; then
+    new_personas_sensor's tick requesting their runs."""
     import dagster as dg
 
     from persona_agents_pipeline.defs.resources import PersonaStoreResource
-    from persona_agents_pipeline.defs.sensors import new_personas_sensor
+    from persona_agents_pipeline.defs.sensors import new_personas_sensor, persona_partitions_sensor
     from persona_agents_pipeline.store import PersonaStore
 
     store = PersonaStore(os.environ["PERSONAS_DATABASE_URL"])
@@ -413,7 +416,7 @@ def _tick(out: str) -> None:
     with dg.DagsterInstance.get() as instance:
         context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"persona_store": PersonaStoreResource()})
         started = time.monotonic()
-        result = new_personas_sensor(context)
+        result = persona_partitions_sensor(context)
         evaluate_s = time.monotonic() - started
         # Stored one by one as the daemon does; the first SAMPLE are timed, the rest estimated at their
         # rate (all 20,000 would add many minutes to the benchmark).
@@ -433,9 +436,13 @@ def _tick(out: str) -> None:
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         add_s = time.monotonic() - started
+        started = time.monotonic()
+        requesting = new_personas_sensor(context)
+        request_s = time.monotonic() - started
         Path(out).write_text(json.dumps({
             "new": sum(len(r.partition_keys) for r in result.dynamic_partitions_requests),
-            "add_requests": len(result.dynamic_partitions_requests), "run_requests": len(result.run_requests),
+            "add_requests": len(result.dynamic_partitions_requests), "run_requests": len(requesting.run_requests),
+            "request_runs_s": request_s,
             "observations": len(result.asset_events), "observations_timed": len(sample), "evaluate_s": evaluate_s,
             "observations_s": observations_s,
             "membership_s": membership_s, "add_s": add_s,

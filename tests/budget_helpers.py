@@ -61,3 +61,21 @@ def wipe_shared_state(budget) -> None:
         return
     with budget.backend.engine.begin() as connection:
         connection.execute(accounts.delete().where(accounts.c.account == budget.account))
+
+
+def forget_rate_fields(url: str) -> None:
+    """Leave the account's shared state as a version before the shared rate stored it (in SQL, without its
+    columns), with this process's budget connections closed, so the next budget opens the store anew."""
+    from sqlalchemy import text
+
+    from persona_agents_pipeline.client_factory import budget_backend, close_budget_backends
+    from persona_agents_pipeline.elevenlabs.budget_redis import RedisBudgetBackend
+
+    backend = budget_backend(url)
+    if isinstance(backend, RedisBudgetBackend):
+        backend.client.hdel(f"persona-agents:budget:{TEST_ACCOUNT}:state", "rate", "rate_changed_at")
+    else:
+        with backend.engine.begin() as connection:
+            for column in ("rate", "rate_changed_at"):
+                connection.execute(text(f"ALTER TABLE api_budget_accounts DROP COLUMN {column}"))
+    close_budget_backends()

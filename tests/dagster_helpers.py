@@ -3,6 +3,7 @@ out the way the daemon does, and what the event log recorded for a partition."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable
 
 import dagster as dg
@@ -10,6 +11,7 @@ import dagster as dg
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 from persona_agents_pipeline.defs.partitions import personas_partitions
+from persona_agents_pipeline.defs.personas_observations import PERSONAS_KEY
 from persona_agents_pipeline.in_process_runs import execute_run_request
 
 
@@ -46,15 +48,32 @@ def apply_asset_events(instance: dg.DagsterInstance, events: Iterable) -> None:
         instance.report_runless_asset_event(event)
 
 
+def run_ticks_together(ticks: Iterable[tuple], instance: dg.DagsterInstance, resources: dict):
+    """Coinciding ticks of several sensors as the daemon runs them, in parallel threads: every sensor evaluates
+    before any result is applied; then each result's asset events and partitions are recorded and its runs
+    executed. `ticks`: (sensor, cursor) pairs. Returns the sensors' results and the runs' results."""
+    results = [sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+               for sensor, cursor in ticks]
+    applied = [result for result in results if not isinstance(result, dg.SkipReason)]
+    for result in applied:
+        apply_asset_events(instance, result.asset_events or [])
+        apply_partition_requests(instance, result.dynamic_partitions_requests or [])
+    return results, [execute_run_request(instance, request) for result in applied for request in result.run_requests]
+
+
 def run_tick(sensor, instance: dg.DagsterInstance, resources: dict, cursor: str | None = None):
-    """One sensor tick as the daemon runs it: evaluate, record its asset events and partitions, execute its
-    runs. Returns the sensor's result and the runs' results."""
-    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
-    if isinstance(result, dg.SkipReason):
-        return result, []
-    apply_asset_events(instance, result.asset_events or [])
-    apply_partition_requests(instance, result.dynamic_partitions_requests or [])
-    return result, [execute_run_request(instance, request) for request in result.run_requests]
+    """One sensor tick as the daemon runs it. Returns the sensor's result and the runs' results."""
+    [result], runs = run_ticks_together([(sensor, cursor)], instance, resources)
+    return result, runs
+
+
+def baselines_by_key(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, int]:
+    """How many traits observations (baselines, or new traits after edits) each of `keys` has on `personas`."""
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=PERSONAS_KEY, asset_partitions=keys), limit=10 * len(keys)
+    ).records
+    counts = Counter(record.asset_observation.partition for record in records)
+    return {key: counts[key] for key in keys}
 
 
 def range_of(request: dg.RunRequest) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
 from persona_agents_pipeline.defs.run_requests import range_run_request
 from persona_agents_pipeline.defs.schedules import missing_agent_run_requests
-from persona_agents_pipeline.defs.sensors import agent_drift_sensor, new_personas_sensor
+from persona_agents_pipeline.defs.sensors import agent_drift_sensor, new_personas_sensor, persona_partitions_sensor
 from persona_agents_pipeline.definitions import defs
 from persona_agents_pipeline.in_process_runs import execute_run_request
 from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, choose_voice, voice_settings
@@ -60,6 +60,7 @@ def flip_traits(store, persona_id: int) -> None:
 def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, sandbox, env, instance):
     ids = store.add_personas(persona_rows(PERSONAS))
     keys = [str(i) for i in ids]
+    run_tick(persona_partitions_sensor, instance, env)  # registers them
     created, runs = run_tick(new_personas_sensor, instance, env)
     assert runs and all(run.success for run in runs)
     agents = {p.id: p.elevenlabs_agent_id for p in store.with_agents()}

@@ -54,6 +54,9 @@ def store(sqlite_store, monkeypatch, sandbox, api_key):
 
 
 def run_sensor_tick(instance, cursor=None):
+    """A tick of persona_partitions_sensor (which registers new personas), then one of new_personas_sensor (which
+    requests their runs), both from the same place in the change log; new_personas_sensor's result and runs."""
+    run_tick(persona_partitions_sensor, instance, RESOURCES, cursor)
     return run_tick(new_personas_sensor, instance, RESOURCES, cursor)
 
 

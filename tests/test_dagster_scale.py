@@ -19,7 +19,7 @@ from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.personas_observations import PERSONAS_KEY, traits_observations
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
 from persona_agents_pipeline.defs.schedules import missing_agent_run_requests
-from persona_agents_pipeline.defs.sensors import new_personas_sensor
+from persona_agents_pipeline.defs.sensors import new_personas_sensor, persona_partitions_sensor
 from persona_agents_pipeline.in_process_runs import execute_run_request
 from persona_agents_pipeline.store import PersonaStore
 
@@ -100,23 +100,25 @@ def test_a_run_reads_the_partition_list_as_often_for_40_personas_as_for_4(env, i
         assert provenance.code_version and PERSONAS_KEY in provenance.input_data_versions
 
 
-def test_a_sensor_tick_registers_1500_new_personas_on_a_sqlite_with_999_variables(env, instance, old_sqlite):
+def sensor_context(instance, cursor: str | None = None) -> dg.SensorEvaluationContext:
+    return dg.build_sensor_context(instance=instance, cursor=cursor, resources={"persona_store": PersonaStoreResource()})
+
+
+def test_sensor_ticks_register_and_request_1500_new_personas_on_a_sqlite_with_999_variables(env, instance, old_sqlite):
     ids = env.add_personas(rows(1500))
     keys = [str(i) for i in ids]
 
-    result = new_personas_sensor(dg.build_sensor_context(instance=instance, resources={"persona_store": PersonaStoreResource()}))
-    apply_partition_requests(instance, result.dynamic_partitions_requests)
+    registering = persona_partitions_sensor(sensor_context(instance))
+    apply_partition_requests(instance, registering.dynamic_partitions_requests)
+    result = new_personas_sensor(sensor_context(instance))
 
     assert instance.get_dynamic_partitions(PARTITIONS) == keys, "all registered, in the persona log's order"
+    assert len(registering.asset_events) == 1500
     covered = [key for request in result.run_requests
                for key in keys[keys.index(request.tags[RANGE_START_TAG]):
                                keys.index(request.tags[RANGE_END_TAG]) + 1]]
     assert covered == keys
-    assert len(result.asset_events) == 1500
-
-    again = new_personas_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
-                                                        resources={"persona_store": PersonaStoreResource()}))
-    assert isinstance(again, dg.SkipReason)
+    assert isinstance(new_personas_sensor(sensor_context(instance, result.cursor)), dg.SkipReason)
 
 
 def test_the_backfill_schedule_registers_1500_unknown_personas_on_a_sqlite_with_999_variables(env, instance, old_sqlite):

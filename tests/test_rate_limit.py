@@ -82,10 +82,12 @@ def test_rejects_nonsense_limits(rate, concurrent):
         RequestLimiter(rate, concurrent)
 
 
-def test_429_pause_lowers_the_rate_once_per_window_and_quiet_time_restores_it():
+def test_rate_429s_lower_the_rate_once_per_window_and_quiet_time_restores_it():
     limiter = RequestLimiter(rate_per_second=10, max_concurrent=None, recovery_seconds=0.2)
-    limiter.pause(0.0)
-    limiter.pause(0.0)  # threads hitting the same limit together: one cut, not two
+    limiter.pause(0.0)  # a pause alone (system_busy) says nothing about the rate
+    assert limiter.effective_rate == 10
+    limiter.rate_exceeded()
+    limiter.rate_exceeded()  # threads hitting the same limit together: one cut, not two
     assert limiter.effective_rate == pytest.approx(9.0)
     time.sleep(0.25)
     with limiter.slot():

@@ -10,14 +10,18 @@ import sys
 import threading
 import time
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from budget_helpers import TEST_ACCOUNT as ACCOUNT
 from budget_helpers import budget_url  # noqa: F401  (fixture)
-from budget_helpers import wipe_shared_state
+from budget_helpers import forget_rate_fields, wipe_shared_state
 
 from persona_agents_pipeline.client_factory import budget_backend
 from persona_agents_pipeline.config import ConfigurationError
 from persona_agents_pipeline.elevenlabs.budget import Priority, SharedBudget
+from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
+from persona_agents_pipeline.sandbox import SandboxServer
 
 def make_budget(url: str, priority: Priority = Priority.BATCH, **options) -> SharedBudget:
     return SharedBudget(budget_backend(url), ACCOUNT, priority=priority, **options)
@@ -262,3 +266,73 @@ def test_a_very_high_configured_rate_keeps_the_shared_ring_small(sqlite_url):
     budget.backend.close()
     # One row per ring entry: a million-entry ring made every request scan a million rows.
     assert 0 < rows <= 100
+
+
+def test_a_configured_rate_above_the_servers_is_cut_for_every_process_until_its_429s_stop(sqlite_url):
+    configured, server_limit, requests = 10, 9, 90  # every process is configured a little above the server's limit
+    with SandboxServer(rate_limit=server_limit) as sandbox:
+        agent_id = sandbox.create_agent_directly({"conversation_config": {}})
+        budgets = [make_budget(sqlite_url, rate_per_second=configured, concurrency_ceiling=3) for _ in range(2)]
+        clients = [ElevenLabsClient("sandbox-test-key", sandbox.url, limiter=budget) for budget in budgets]
+        # Two budgets on one store, as two processes would be, each with a few threads of its own.
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda index: clients[index % 2].get_agent(agent_id), range(requests)))
+        for client in clients:
+            client.close()
+        log = [record for record in sandbox.request_log() if "/agents/" in record.path]
+    rate_limited = [record.arrived - log[0].arrived for record in log if record.status == 429]
+    assert sum(record.status == 200 for record in log) == requests
+    assert rate_limited, "the configured rate must exceed the server's for the test to mean anything"
+    # Before, the ring kept its 10 entries: a 429 and a Retry-After pause for everyone every second or so, to
+    # the end. Now the first cut (a second one on a loaded machine, whose scheduling delays eat the margin) ends them.
+    assert len(rate_limited) <= 3 and rate_limited[-1] < (log[-1].arrived - log[0].arrived) / 2, rate_limited
+    assert budgets[0].state(fresh=True).rate <= 9.0 + 1e-9, "the cut is shared"
+
+
+def test_rate_429s_cut_the_shared_rate_once_per_window_never_below_a_quarter_and_quiet_time_grows_it(
+        budget_url, monkeypatch):
+    one, other = (make_budget(budget_url, rate_per_second=10) for _ in range(2))
+    with ThreadPoolExecutor(8) as pool:  # every thread of both processes meets the same 429 at once: one signal
+        list(pool.map(lambda index: (one, other)[index % 2].rate_exceeded(), range(8)))
+    assert other.state(fresh=True).rate == pytest.approx(9.0)
+    now = time.time()
+    for step in range(1, 20):  # one 429 per window, long enough for the rate to reach its floor
+        monkeypatch.setattr(time, "time", lambda: now + 2.0 * step)
+        one.rate_exceeded()
+    assert other.state(fresh=True).rate == pytest.approx(2.5)
+    other.succeeded()
+    assert one.state(fresh=True).rate == pytest.approx(2.5), "no growth right after a cut"
+    monkeypatch.setattr(time, "time", lambda: now + 80.0)
+    other.succeeded()
+    assert one.state(fresh=True).rate == pytest.approx(3.0), "a quiet spell gives back 5% of the configured rate"
+
+
+def test_a_cut_rate_above_the_ring_size_holds_in_every_second(budget_url):
+    rate = 250  # three windows of 83 starts each; cut to 225, of 75 each
+    budget = make_budget(budget_url, rate_per_second=rate, concurrency_ceiling=8)
+    budget.rate_exceeded()
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def start_many(count: int) -> None:
+        for _ in range(count):
+            with budget.slot():
+                with lock:
+                    times.append(time.monotonic())
+
+    threads = [threading.Thread(target=start_many, args=(100,)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(times) == 600
+    assert starts_per_second_peak(times) <= 225
+
+
+def test_a_shared_state_stored_before_the_rate_was_shared_is_read_and_cut(budget_url):
+    make_budget(budget_url, rate_per_second=10).observe_limit(4, "header")
+    forget_rate_fields(budget_url)
+    budget = make_budget(budget_url, rate_per_second=10)  # as the first process of the new version
+    assert (budget.state(fresh=True).account_limit, budget.state().rate) == (4, 0.0)
+    budget.rate_exceeded()
+    assert budget.state(fresh=True).rate == pytest.approx(9.0)

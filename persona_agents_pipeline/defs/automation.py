@@ -37,6 +37,11 @@ class ChangeSlice:
     def describe(self) -> str:
         return f"changes {self.changes[0].seq}..{self.last_seq}"
 
+    def insert_seq(self, key: str) -> int:
+        """The seq of the slice's last insert of the persona with this partition key (its place in net_keys)."""
+        return next(change.seq for change in reversed(self.changes)
+                    if change.change == "insert" and persona_key(change.persona_id) == key)
+
     def edited(self) -> list[int]:
         """Personas whose traits were edited (drift matters), in id order."""
         return sorted({change.persona_id for change in self.changes if change.change == "update"})
@@ -58,11 +63,16 @@ class ChangeSlice:
         return list(inserted), list(deleted)
 
 
-def changes_after_cursor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource) -> ChangeSlice | dg.SkipReason:
-    """The sensor's next bounded slice of the persona change log (one range scan on the log's primary
+def changes_after(persona_store: PersonaStoreResource, seq: int) -> ChangeSlice | dg.SkipReason:
+    """The next bounded slice of the persona change log after `seq` (one range scan on the log's primary
     key), or why the tick skips."""
-    changes = persona_store.get_store().changes_since(int(context.cursor or 0), limit=MAX_CHANGES_PER_TICK)
-    return ChangeSlice(changes) if changes else dg.SkipReason(f"no persona changes after seq {context.cursor or 0}")
+    changes = persona_store.get_store().changes_since(seq, limit=MAX_CHANGES_PER_TICK)
+    return ChangeSlice(changes) if changes else dg.SkipReason(f"no persona changes after seq {seq}")
+
+
+def changes_after_cursor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource) -> ChangeSlice | dg.SkipReason:
+    """The slice after the sensor's cursor (a change-log seq)."""
+    return changes_after(persona_store, int(context.cursor or 0))
 
 
 def runs_finished_after(

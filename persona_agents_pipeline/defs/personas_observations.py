@@ -16,7 +16,7 @@ import dagster as dg
 
 from ..drift import desired_hashes
 from .dagster_tags import DATA_VERSION_TAG
-from .partitions import persona_key, registered
+from .partitions import KEYS_PER_STATEMENT, persona_key, registered
 from .resources import PersonaStoreResource, agent_template
 
 PERSONAS_KEY = dg.AssetKey("personas")
@@ -46,3 +46,12 @@ def registration(
         return [], []
     personas = persona_store.get_store().get_many([int(key) for key in new_keys])
     return new_keys, traits_observations(desired_hashes(agent_template(), personas))
+
+
+def baselines_recorded(instance: dg.DagsterInstance, keys: Sequence[str]) -> bool:
+    """Whether any of the first keys (a statement's worth) has a traits baseline. For keys not registered
+    yet, that means someone's registration of them is being stored: the daemon stores a tick's baselines
+    before its partitions (1,000 baselines take a minute or more on a loaded machine)."""
+    partitions = list(keys[:KEYS_PER_STATEMENT])
+    return bool(partitions) and bool(instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=PERSONAS_KEY, asset_partitions=partitions), limit=1).records)

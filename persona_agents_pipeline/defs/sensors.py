@@ -1,17 +1,19 @@
 """Sensors on the persona change log, each reading only the entries after its cursor:
 `persona_partitions_sensor` keeps the partitions in step (always on), `new_personas_sensor` requests agents
-for new personas and `agent_drift_sensor` updates agents whose traits changed (both on where
+for new personas once registered and `agent_drift_sensor` updates agents whose traits changed (both on where
 auto-creation is)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import dagster as dg
 
 from ..drift import drifted_hashes
-from .automation import SENSOR_INTERVAL_SECONDS, automation_status, changes_after_cursor
+from .automation import SENSOR_INTERVAL_SECONDS, automation_status, changes_after, changes_after_cursor
 from .jobs import PROVISION_JOB
 from .partitions import add_requests, persona_key, personas_partitions, registered
-from .personas_observations import registration, traits_observations
+from .personas_observations import baselines_recorded, registration, traits_observations
 from .resources import PersonaStoreResource, agent_template
 from .run_requests import ENSURE_RUN_CONFIG, UPDATE_RUN_CONFIG, span_run_requests
 
@@ -52,35 +54,81 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
     )
 
 
+# Who registers a new persona (its partition and traits baseline): persona_partitions_sensor, always on by
+# default, registers every new persona. The daemon evaluates sensors in parallel threads, so when
+# new_personas_sensor also registered the personas it requests, both saw them unregistered in coinciding ticks
+# and every baseline was stored twice (2,000 for a burst of 1,000, minutes of the daemon's time before the
+# runs start). So new_personas_sensor requests runs only for registered personas (a run over an unregistered
+# partition fails) and holds its cursor before the first one still unregistered, leaving it to
+# persona_partitions_sensor. It registers them itself (partitions and baselines: never a partition without
+# its baseline) only once it has left them for two of its own ticks (the other sensor ticks as often) and no
+# baseline of theirs is stored: that sensor has not begun (stopped). While their baselines are being stored it keeps waiting, however long
+# the daemon takes (were that tick never to finish, the daily backfill schedule registers them). The price is
+# one tick (PERSONA_AGENTS_SENSOR_INTERVAL) before a new persona's run. Asking Dagster whether the other
+# sensor is running would need its instigator origins (private API), and would not say whether it has begun.
+TICKS_LEFT_TO_PARTITIONS_SENSOR = 2
+
+
+@dataclass(frozen=True)
+class NewPersonasCursor:
+    """new_personas_sensor's place in the change log: `seq`, and for how many ticks the first unregistered
+    new persona after it has been left to persona_partitions_sensor ("seq/ticks"; a plain seq when none)."""
+
+    seq: int
+    ticks_waited: int = 0
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> NewPersonasCursor:
+        seq, _, ticks = (cursor or "0").partition("/")
+        return cls(int(seq), int(ticks or 0))
+
+    def __str__(self) -> str:
+        return f"{self.seq}/{self.ticks_waited}" if self.ticks_waited else str(self.seq)
+
+
 @dg.sensor(
     name="new_personas_sensor",
     job_name=PROVISION_JOB,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=automation_status(),
-    description="Requests agents for new personas in batched runs (mode ensure). Registers their partitions "
-    "itself when persona_partitions_sensor has not yet. Reads only the change log entries after its cursor.",
+    description="Requests agents for new personas in batched runs (mode ensure), once persona_partitions_sensor "
+    "has registered them; registers them itself when that sensor has not within two ticks (stopped). Reads only "
+    "the change log entries after its cursor.",
 )
 def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
-    changes = changes_after_cursor(context, persona_store)
+    cursor = NewPersonasCursor.parse(context.cursor)
+    changes = changes_after(persona_store, cursor.seq)
     if isinstance(changes, dg.SkipReason):
         return changes
     inserted, _ = changes.net_keys()
     # Only personas still without an agent (one primary-key query): nothing else is requested.
     wanted = {persona.id for persona in persona_store.get_store().get_many([int(key) for key in inserted]) if not persona.elevenlabs_agent_id}
     keys = [key for key in inserted if int(key) in wanted]
-    new_keys, baseline = registration(context.instance, persona_store, keys)
+    known = registered(context.instance, keys)
+    pending = [key for key in keys if key not in known]
+    left_to_partitions_sensor = bool(pending) and (
+        cursor.ticks_waited < TICKS_LEFT_TO_PARTITIONS_SENSOR or baselines_recorded(context.instance, pending))
+    if left_to_partitions_sensor:
+        keys = keys[: keys.index(pending[0])]
+        held = changes.insert_seq(pending[0]) - 1
+        next_cursor = NewPersonasCursor(held, cursor.ticks_waited + 1 if held == cursor.seq else 1)
+        new_keys, baseline = [], []
+    else:
+        next_cursor = NewPersonasCursor(changes.last_seq)
+        new_keys, baseline = registration(context.instance, persona_store, pending)
     # Keys are registered in change-log order (by either sensor), so in their own order they are neighbours.
     run_requests = span_run_requests(
         keys, keys, reason="new personas", run_key=f"new-personas:{{first}}-{{last}}:{changes.last_seq}",
         run_config=ENSURE_RUN_CONFIG,
     )
-    context.log.info("%s: %d new persona(s) without agent in %d run(s)", changes.describe(), len(keys), len(run_requests))
+    context.log.info("%s: %d new persona(s) without agent in %d run(s), %d left to persona_partitions_sensor",
+                     changes.describe(), len(keys), len(run_requests), len(pending) if left_to_partitions_sensor else 0)
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=add_requests(new_keys),
         asset_events=baseline,
-        cursor=str(changes.last_seq),
-        skip_reason=None if run_requests else f"changes up to seq {changes.last_seq}: no new persona without an agent",
+        cursor=str(next_cursor),
+        skip_reason=None if run_requests else f"changes up to seq {changes.last_seq}: no registered new persona without an agent",
     )
 
 

@@ -23,8 +23,12 @@ headroom by priority atomically with them; the rate ring here is the same slidin
 
 The concurrency itself is discovered and adapted (`observe_limit`, `concurrency_exceeded`,
 `succeeded`): the account's own figure when known, capped by any configured ceiling; cut on
-`too_many_concurrent_requests`, grown back while quiet. The state change is one compare-and-set, so
-simultaneous 429s across processes cut once.
+`too_many_concurrent_requests`, grown back while quiet. The rate adapts the same way (`rate_exceeded`,
+`succeeded`): a configured rate above the server's meets `rate_limit_exceeded`, which cuts the shared rate
+x0.9 (never below a quarter of the configured one) and so the ring entries in use; each quiet 30 s gives 5%
+back. Without it every process met a 429 and a Retry-After pause again and again; with it all of them settle
+just under the server's rate. Each state change is one compare-and-set, so simultaneous 429s across processes
+cut once.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Iterator, Protocol
+
+from .rate_limit import RATE_QUIET_SECONDS_BEFORE_GROWTH, rate_after_429, rate_after_quiet, starts_per_window
 
 # How much each kind of evidence about the account's concurrency is trusted; a higher one replaces a lower.
 SOURCE_RANK = {"default": 0, "configuration": 1, "plan": 2, "account": 3, "header": 4}
@@ -67,6 +73,9 @@ class BudgetState:
     changed_at: float = 0.0  # last cut or growth, epoch seconds
     interactive_seen_at: float = 0.0  # last request of an interactive caller, epoch seconds
     version: int = 0  # bumped by every change (compare-and-set)
+    # Starts per second usable now, after rate_limit_exceeded 429s; 0.0 until the first: the configured rate.
+    rate: float = 0.0
+    rate_changed_at: float = 0.0  # last rate cut or growth, epoch seconds
 
 
 class BudgetBackend(Protocol):
@@ -132,9 +141,10 @@ class SharedBudget:
         # A high rate would make a ring of that many entries, read on every request; above MAX_RING the
         # window is cut into k equal parts of at most MAX_RING starts each (k * ring <= rate, so every
         # 1-second interval still sees at most `rate` starts).
-        parts = max(1, math.ceil(math.floor(rate_per_second) / MAX_RING)) if rate_per_second else 1
-        self._ring = max(1, math.floor(rate_per_second / parts)) if rate_per_second else 0
-        self._start_window = self._window / parts
+        # A cut rate uses the first floor(rate / parts) entries of each part's ring (see _ring_in_use).
+        self._parts = max(1, math.ceil(math.floor(rate_per_second) / MAX_RING)) if rate_per_second else 1
+        self._ring = max(1, math.floor(rate_per_second / self._parts)) if rate_per_second else 0
+        self._start_window = self._window / self._parts
         self._cached: BudgetState | None = None
         self._cached_at = -math.inf
         self._lock = threading.Lock()
@@ -222,8 +232,30 @@ class SharedBudget:
 
         self._change(propose)
 
+    def rate_exceeded(self) -> None:
+        """429 rate_limit_exceeded: the server allows fewer starts than configured; every process starts fewer."""
+        if not self.rate_per_second:
+            return
+        now = time.time()
+
+        def propose(state: BudgetState) -> BudgetState | None:
+            current = self._rate_in_force(state)
+            cut = rate_after_429(current, self.rate_per_second)
+            # As for the concurrency: simultaneous 429s (every thread of every process) are one signal.
+            if now - state.rate_changed_at < self._window or cut >= current:
+                return None
+            return replace(state, rate=cut, rate_changed_at=now)
+
+        self._change(propose)
+
+    def _rate_in_force(self, state: BudgetState) -> float:
+        """This process's configured rate, or the shared one once 429s have cut it below that."""
+        return min(state.rate, self.rate_per_second) if state.rate else self.rate_per_second
+
     def succeeded(self) -> None:
-        """A request went through: after a quiet spell, grow back toward the account's limit."""
+        """A request went through: after a quiet spell, grow back toward the account's limit and the
+        configured rate."""
+        self._grow_rate()
         state = self.state()
         now = time.time()
         if state.concurrency >= state.account_limit or now - state.changed_at < QUIET_SECONDS_BEFORE_GROWTH:
@@ -235,6 +267,22 @@ class SharedBudget:
             return replace(current, concurrency=current.concurrency + 1, changed_at=now)
 
         self._change(propose)
+
+    def _grow_rate(self) -> None:
+        now = time.time()
+
+        def quiet_and_cut(state: BudgetState) -> bool:
+            return (bool(self.rate_per_second) and self._rate_in_force(state) < self.rate_per_second
+                    and now - state.rate_changed_at >= RATE_QUIET_SECONDS_BEFORE_GROWTH)
+
+        def propose(state: BudgetState) -> BudgetState | None:
+            if not quiet_and_cut(state):
+                return None
+            return replace(state, rate=rate_after_quiet(self._rate_in_force(state), self.rate_per_second),
+                           rate_changed_at=now)
+
+        if quiet_and_cut(self.state()):
+            self._change(propose)
 
     def pause(self, seconds: float) -> None:
         """No request of any process starts for `seconds` from now (system_busy, Retry-After)."""
@@ -300,12 +348,18 @@ class SharedBudget:
             time.sleep(random.uniform(delay / 2, delay))
             delay = min(0.05, delay * 2)
 
+    def _ring_in_use(self, state: BudgetState) -> int:
+        """The ring entries in use: all of them at the configured rate, fewer at a cut one. With the window cut
+        into parts, parts * entries <= rate still holds."""
+        return min(self._ring, starts_per_window(self._rate_in_force(state) / self._parts))
+
     def _take_start(self) -> None:
         if not self._ring:
             return
         while True:
-            wait = self.backend.take_start(self.account, self._first(self._ring, self.state()), self._ring,
-                                           self._start_window)
+            state = self.state()
+            ring = self._ring_in_use(state)
+            wait = self.backend.take_start(self.account, self._first(ring, state), ring, self._start_window)
             if wait <= 0:
                 return
             time.sleep(wait + random.uniform(0, 0.002))

@@ -87,7 +87,8 @@ class RedisBudgetBackend:
         if not raw:
             return None
         converters = {"int": int, "float": float, "str": str}
-        return BudgetState(**{name: converters[_TYPES[name]](value) for name, value in raw.items()})
+        # A field missing (stored by an older version) takes its default; one a newer version added is skipped.
+        return BudgetState(**{name: converters[_TYPES[name]](value) for name, value in raw.items() if name in _TYPES})
 
     def create_state(self, account: str, state: BudgetState) -> None:
         self._create(keys=[self._key(account, "state")], args=_pairs(state))

@@ -1,9 +1,11 @@
 """The shared API budget in a SQL database: the personas database (SQLite or PostgreSQL) by default.
 
 Three small tables, created on first use (they hold only transient counters, so they stay out of the
-personas schema's migrations). Every primitive is one short transaction: on SQLite the store's engine
-begins it with BEGIN IMMEDIATE (writers queue); on PostgreSQL rows are locked FOR UPDATE SKIP LOCKED, so
-concurrent callers take different slots instead of waiting on each other.
+personas schema's migrations). A state column added in a later version is added to an existing table on first
+use, with a default meaning "nothing learnt yet"; an older version's process, still running, names its columns
+and never sees it. Every primitive is one short transaction: on SQLite the store's engine begins it with BEGIN
+IMMEDIATE (writers queue); on PostgreSQL rows are locked FOR UPDATE SKIP LOCKED, so concurrent callers take
+different slots instead of waiting on each other.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, func, insert, select, update
+from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, func, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.schema import CreateColumn
 
 from .budget import BudgetState
 
@@ -27,6 +30,9 @@ accounts = Table(
     Column("changed_at", Float, nullable=False),
     Column("interactive_seen_at", Float, nullable=False),
     Column("version", Integer, nullable=False),
+    # Added after the first release: server defaults, so a table created before gets them with ALTER TABLE.
+    Column("rate", Float, nullable=False, server_default="0"),
+    Column("rate_changed_at", Float, nullable=False, server_default="0"),
 )
 slots = Table(
     "api_budget_slots", _metadata,
@@ -48,9 +54,19 @@ class SqlBudgetBackend:
         self.engine = engine
         try:
             _metadata.create_all(engine, checkfirst=True)
+            self._add_missing_columns()
         except DBAPIError:
-            # Two processes creating the tables at once on PostgreSQL: one wins, the other finds them.
+            # Two processes creating the tables (or columns) at once on PostgreSQL: one wins, the other finds them.
             _metadata.create_all(engine, checkfirst=True)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        present = {column["name"] for column in inspect(self.engine).get_columns(accounts.name)}
+        with self.engine.begin() as connection:
+            for column in accounts.columns:
+                if column.name not in present:
+                    ddl = CreateColumn(column).compile(dialect=self.engine.dialect)
+                    connection.exec_driver_sql(f"ALTER TABLE {accounts.name} ADD COLUMN {ddl}")
 
     def close(self) -> None:
         self.engine.dispose()

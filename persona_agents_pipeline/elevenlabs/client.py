@@ -5,9 +5,11 @@ Retry policy, and why:
 * GET, PATCH (same body) and DELETE are idempotent: 429, 5xx, timeouts and
   connection errors are retried with exponential backoff and full jitter,
   honouring Retry-After (capped at 60 s).
-* The two 429s differ: `too_many_concurrent_requests` / `concurrent_limit_exceeded` means the account
+* The 429s differ: `too_many_concurrent_requests` / `concurrent_limit_exceeded` means the account
   has too many requests in flight: wait briefly, retry, and tell the budget to use fewer slots;
-  `system_busy` means ElevenLabs is overloaded: every caller pauses with exponential backoff.
+  `rate_limit_exceeded` means too many starts per second: tell the budget to start fewer, and pause every
+  caller for its Retry-After; `system_busy` means ElevenLabs is overloaded: every caller pauses with
+  exponential backoff.
 * POST create is not idempotent: a retry after the request may have reached
   the server can create a duplicate agent (reference §4.4). Only failures that
   prove nothing was created are retried: 429, and connections that were never
@@ -50,6 +52,7 @@ from .rate_limit import RequestLimiter
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_RETRY_AFTER = 60.0
 CONCURRENCY_CODES = frozenset({"concurrent_limit_exceeded", "too_many_concurrent_requests"})
+RATE_CODE = "rate_limit_exceeded"
 SYSTEM_BUSY = "system_busy"
 LIMIT_HEADER = "maximum-concurrent-requests"
 NO_KEY_MESSAGE = (
@@ -407,6 +410,8 @@ class ElevenLabsClient:
             if self.limiter:
                 self.limiter.concurrency_exceeded()
             return min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after is not None else self._backoff(1)
+        if exc.code == RATE_CODE and self.limiter:
+            self.limiter.rate_exceeded()
         if exc.retry_after is None and exc.code != SYSTEM_BUSY:
             return self._backoff(attempt)
         # system_busy, or a rate limit with Retry-After: every caller must back off, not only this one.

@@ -19,12 +19,14 @@ which is the price of never tripping the server's limit. The margin is 50 ms by
 default (95% of `rate`); measured on loopback, a 100 ms margin cost 9% of the
 throughput and bought nothing (benchmarks/).
 
-When the server's real limit is lower than the configured one, every 429 that
-reaches `pause()` also lowers the limiter's own rate (x0.9, at most once per
-window, never below a quarter of `rate`), and each quiet `recovery_seconds` gives
-back 5% of `rate`. Without this a too-high setting meets a 429 and a full
-Retry-After pause every second or so, halving throughput; with it the limiter
-settles just under the server's limit and probes upwards now and then.
+When the server's real limit is lower than the configured one, every
+`rate_limit_exceeded` 429 (`rate_exceeded()`) lowers the limiter's own rate
+(`rate_after_429`: x0.9, at most once per window, never below a quarter of `rate`),
+and each quiet `recovery_seconds` gives back 5% of `rate` (`rate_after_quiet`).
+Without this a too-high setting meets a 429 and a full Retry-After pause every
+second or so, halving throughput; with it the limiter settles just under the
+server's limit and probes upwards now and then. The shared budget (budget.py)
+adapts its ring of starts by the same two functions.
 """
 
 from __future__ import annotations
@@ -35,6 +37,23 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from typing import Iterator
+
+RATE_QUIET_SECONDS_BEFORE_GROWTH = 30.0
+
+
+def rate_after_429(rate: float, configured: float) -> float:
+    """The rate after a `rate_limit_exceeded` 429: 10% less, never below a quarter of the configured rate."""
+    return max(configured * 0.25, rate * 0.9)
+
+
+def rate_after_quiet(rate: float, configured: float) -> float:
+    """The rate after a quiet spell: 5% of the configured rate back, never above it."""
+    return min(configured, rate + 0.05 * configured)
+
+
+def starts_per_window(rate: float) -> int:
+    """Whole starts a window may hold at `rate` (at least one; 10 * 0.9 is 9, not 8.999...)."""
+    return max(1, math.floor(rate + 1e-9))
 
 
 class RequestLimiter:
@@ -47,7 +66,7 @@ class RequestLimiter:
         *,
         window_seconds: float = 1.0,
         jitter_margin_seconds: float = 0.05,
-        recovery_seconds: float = 30.0,
+        recovery_seconds: float = RATE_QUIET_SECONDS_BEFORE_GROWTH,
     ) -> None:
         if rate_per_second is not None and rate_per_second <= 0:
             raise ValueError("rate_per_second must be positive or None")
@@ -61,9 +80,9 @@ class RequestLimiter:
         self._paused_until = 0.0
         self._next_start = 0.0
         self._window = window_seconds + jitter_margin_seconds
-        self._per_window = max(1, math.floor(rate_per_second)) if rate_per_second else 0
+        self._per_window = starts_per_window(rate_per_second) if rate_per_second else 0
         self._recent_starts: deque[float] = deque()
-        # Adaptive rate after 429s: lowered by pause(), raised back after quiet periods.
+        # Adaptive rate after 429s: lowered by rate_exceeded(), raised back after quiet periods.
         self._effective_rate = rate_per_second
         self._recovery_seconds = recovery_seconds
         self._last_rate_change = -math.inf
@@ -93,10 +112,15 @@ class RequestLimiter:
         with self._cond:
             now = time.monotonic()
             self._paused_until = max(self._paused_until, now + max(0.0, seconds))
+            self._cond.notify_all()
+
+    def rate_exceeded(self) -> None:
+        """429 rate_limit_exceeded: the server allows less than the configured rate; start fewer requests."""
+        with self._cond:
+            now = time.monotonic()
             # One cut per window: the threads that hit the same limit together count as one signal.
             if self.rate_per_second is not None and now - self._last_rate_change >= self._window:
-                self._set_rate(max(self.rate_per_second * 0.25, self._effective_rate * 0.9), now)
-            self._cond.notify_all()
+                self._set_rate(rate_after_429(self._effective_rate, self.rate_per_second), now)
 
     # The account-limit hooks of SharedBudget. This per-process limiter (budget switched off) asks for no
     # discovery; an announced concurrency only becomes its cap, within the configured one.
@@ -112,14 +136,14 @@ class RequestLimiter:
                 self._cond.notify_all()
 
     def concurrency_exceeded(self) -> None:
-        """Nothing to share: pause() already adapts this process's rate."""
+        """Nothing to share: the concurrency stays the configured (or announced) one."""
 
     def succeeded(self) -> None:
         """Nothing to share: the rate recovers by itself after quiet periods."""
 
     def _set_rate(self, rate: float, now: float) -> None:
         self._effective_rate = rate
-        self._per_window = max(1, math.floor(rate + 1e-9))  # 10 * 0.9 is 9, not 8.999...
+        self._per_window = starts_per_window(rate)
         self._last_rate_change = now
 
     def _acquire_concurrency(self) -> None:
@@ -133,7 +157,7 @@ class RequestLimiter:
         if self.rate_per_second is None:
             return earliest
         if self._effective_rate < self.rate_per_second and now - self._last_rate_change >= self._recovery_seconds:
-            self._set_rate(min(self.rate_per_second, self._effective_rate + 0.05 * self.rate_per_second), now)
+            self._set_rate(rate_after_quiet(self._effective_rate, self.rate_per_second), now)
         while self._recent_starts and self._recent_starts[0] <= now - self._window:
             self._recent_starts.popleft()
         earliest = max(earliest, self._next_start)
