@@ -189,13 +189,9 @@ def test_a_thousand_personas_over_two_workers_the_cli_and_the_application_keep_t
         # Two API steps at once (one per worker): the shared budget, not the pool, keeps the account's limits.
         instance = instance_yaml(run_launcher="celery", pool_limit=2)
         with LocalCluster(tmp_path, services, instance, REPO / "workspace.yaml", code_location_env(postgres_url, sandbox.url)) as cluster:
-            # Both sensors evaluate a tick in parallel, so both would register the same 1,000 new personas and
-            # the daemon would store each baseline twice before submitting the runs; new_personas_sensor
-            # registers the ones it requests by itself.
-            cluster.stop_sensor(LOCATION, "persona_partitions_sensor")
             backfill = store.add_personas(demo_personas(1000, seed=21))
-            # The daemon stores 1,000 baselines and partitions before it submits the runs: minutes on a loaded
-            # machine (README "At 100,000 personas").
+            # persona_partitions_sensor registers them (1,000 partitions and baselines: the daemon's slowest part,
+            # README "At 100,000 personas"), then new_personas_sensor requests their runs.
             wait_until(lambda: len(provisioning_ranges(cluster.runs())) >= len(backfill) // RUN_BATCH,
                        "the sensor requests runs for the 1,000 personas", timeout=900)
             # The other sets are the CLI's and the application's alone: no sensor requests them.
