@@ -231,23 +231,29 @@ def starts_per_second_peak(times: list[float]) -> int:
     return peak
 
 
-def test_a_rate_above_the_ring_size_still_holds_in_every_second(budget_url):
-    rate = 250  # three windows of 83 starts each
-    budget = make_budget(budget_url, rate_per_second=rate, concurrency_ceiling=8)
+def request_starts(budget, *, threads: int, each: int) -> list[float]:
+    """When each of `threads` threads' `each` slots began, all drawing on `budget` at once."""
     times: list[float] = []
     lock = threading.Lock()
 
-    def start_many(count: int) -> None:
-        for _ in range(count):
+    def start_many() -> None:
+        for _ in range(each):
             with budget.slot():
                 with lock:
                     times.append(time.monotonic())
 
-    threads = [threading.Thread(target=start_many, args=(150,)) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    workers = [threading.Thread(target=start_many) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    return times
+
+
+def test_a_rate_above_the_ring_size_still_holds_in_every_second(budget_url):
+    rate = 250  # three windows of 83 starts each
+    budget = make_budget(budget_url, rate_per_second=rate, concurrency_ceiling=8)
+    times = request_starts(budget, threads=6, each=150)
     assert len(times) == 900
     assert starts_per_second_peak(times) <= rate
 
@@ -311,20 +317,7 @@ def test_a_cut_rate_above_the_ring_size_holds_in_every_second(budget_url):
     rate = 250  # three windows of 83 starts each; cut to 225, of 75 each
     budget = make_budget(budget_url, rate_per_second=rate, concurrency_ceiling=8)
     budget.rate_exceeded()
-    times: list[float] = []
-    lock = threading.Lock()
-
-    def start_many(count: int) -> None:
-        for _ in range(count):
-            with budget.slot():
-                with lock:
-                    times.append(time.monotonic())
-
-    threads = [threading.Thread(target=start_many, args=(100,)) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    times = request_starts(budget, threads=6, each=100)
     assert len(times) == 600
     assert starts_per_second_peak(times) <= 225
 
