@@ -126,7 +126,7 @@ class SharedBudget:
         lease_seconds: float = 45.0,
         interactive_reserve: float = 0.1,
         window_seconds: float = 1.0,
-        jitter_margin_seconds: float = 0.1,
+        jitter_margin_seconds: float = 0.05,
     ) -> None:
         if concurrency_ceiling is not None and concurrency_ceiling < 1:
             raise ValueError("concurrency_ceiling must be at least 1 or None")
@@ -137,6 +137,9 @@ class SharedBudget:
         self.rate_per_second = rate_per_second
         self.lease_seconds = lease_seconds
         self.interactive_reserve = interactive_reserve
+        # The margin absorbs the jitter between a start's stamp and its arrival at the server. 50 ms, as in
+        # RequestLimiter: a 2,000-persona Dagster backfill at 10/s ran at 86% of the rate from first to last
+        # agent with 100 ms and at 95% with 50 ms, without a 429 (README "At 100,000 personas").
         self._window = window_seconds + jitter_margin_seconds
         # A high rate would make a ring of that many entries, read on every request; above MAX_RING the
         # window is cut into k equal parts of at most MAX_RING starts each (k * ring <= rate, so every
