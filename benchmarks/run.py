@@ -1,7 +1,7 @@
 """Entry point: `python -m benchmarks.run [--quick] [--only NAME ...]` (`make bench` runs it in full).
 
-Sections (names for --only): provisioning, rate429, sensor, status, bookkeeping, converge, scale
-(each in its own module: benchmarks/provisioning.py holds the first two).
+Sections (names for --only): provisioning, rate429, sensor, status, bookkeeping, converge, scale,
+backfill (each in its own module: benchmarks/provisioning.py holds the first two, scale.py the last two).
 Writes benchmarks/results/latest.json, latest.md and provisioning.png, and prints pass/short per target.
 Traffic goes only to sandboxes on 127.0.0.1; every loop is bounded in count and time.
 """
@@ -31,6 +31,7 @@ SECTIONS: dict[str, Section] = {
     "bookkeeping": bookkeeping.measure,
     "converge": converge.measure,
     "scale": scale.scale,
+    "backfill": scale.backfill,
 }
 TARGET_ROWS: tuple[Callable[[dict[str, Any], dict[str, Any], AddRow], None], ...] = (
     provisioning.target_rows,
@@ -39,6 +40,7 @@ TARGET_ROWS: tuple[Callable[[dict[str, Any], dict[str, Any], AddRow], None], ...
     bookkeeping.target_rows,
     converge.target_rows,
     lambda results, cfg, add: scale.target_rows(results, add),
+    lambda results, cfg, add: scale.backfill_target_rows(results, add),
 )
 
 
