@@ -10,7 +10,7 @@ import pytest
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.checks import EXISTS, MATCHES
 from persona_agents_pipeline.defs.checks_after_materialize import checks_after_materialize_sensor
-from persona_agents_pipeline.defs.dagster_tags import DATA_VERSION_TAG, range_tags
+from persona_agents_pipeline.defs.dagster_tags import BACKFILL_TAG, DATA_VERSION_TAG, range_tags
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
 from persona_agents_pipeline.defs.run_requests import ENSURE_RUN_CONFIG, range_run_request, spans
@@ -312,6 +312,30 @@ def test_checks_hold_a_status_per_persona_until_it_is_repaired(store, instance, 
     assert check_status_by_partition(instance, EXISTS)[str(ids[1])] == "SUCCEEDED"
     assert check_status_by_partition(instance, MATCHES)[str(ids[2])] == "SUCCEEDED"
     assert len(sandbox.agents()) == 4
+
+
+def test_a_backfills_checks_follow_its_last_run(store, instance, sandbox):
+    """Checks are API calls from the backfill's own budget: none while the backfill still creates agents, then
+    every run's at once."""
+    ids = store.add_personas(persona_rows(4))
+    instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
+    backfill = {BACKFILL_TAG: "a-backfill"}
+    # The backfill's runs as the UI launches them (asset selected, its checks with it); the second still running.
+    first = dg.RunRequest(asset_selection=[persona_agent.key], tags=range_request(ids[:2]).tags | backfill)
+    second = dg.RunRequest(asset_selection=[persona_agent.key], tags=range_request(ids[2:]).tags | backfill)
+    running = dg.DagsterRun(job_name=persona_agent.key.to_user_string(), run_id=uuid.uuid4().hex, tags=second.tags,
+                            status=dg.DagsterRunStatus.STARTED, asset_selection=frozenset({persona_agent.key}))
+    instance.add_run(running)
+    assert execute_run_request(instance, first).success
+
+    tick = checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor="0"))
+    assert tick.run_requests == [] and "backfill is still running" in tick.skip_reason.skip_message
+
+    instance.delete_run(running.run_id)  # ... and now it has finished:
+    assert execute_run_request(instance, second).success
+    tick = checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
+    assert sorted(range_of(request) for request in tick.run_requests) == [(str(ids[0]), str(ids[1])), (str(ids[2]), str(ids[3]))]
+    assert all(not request.asset_selection and request.asset_check_keys for request in tick.run_requests)
 
 
 def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, instance, sandbox):

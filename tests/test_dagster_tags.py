@@ -14,6 +14,7 @@ KEY = dg.AssetKey(["some", "asset"])
 
 def test_partition_tags_are_dagsters():
     assert ours.PARTITION_TAG == dagster_tags.PARTITION_NAME_TAG
+    assert ours.BACKFILL_TAG == dagster_tags.BACKFILL_ID_TAG
     assert ours.range_tags("3", "9") == {
         dagster_tags.ASSET_PARTITION_RANGE_START_TAG: "3", dagster_tags.ASSET_PARTITION_RANGE_END_TAG: "9"
     }

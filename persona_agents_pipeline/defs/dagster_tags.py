@@ -17,6 +17,8 @@ import dagster as dg
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# dagster/_core/storage/tags.py: BACKFILL_ID_TAG, on every run a backfill launches
+BACKFILL_TAG = "dagster/backfill"
 
 # dagster/_core/definitions/data_version.py: DATA_VERSION_TAG, CODE_VERSION_TAG,
 # INPUT_DATA_VERSION_TAG_PREFIX, INPUT_EVENT_POINTER_TAG_PREFIX, NULL_EVENT_POINTER, DEFAULT_DATA_VERSION
