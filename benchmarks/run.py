@@ -79,7 +79,7 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
         "scale_sizes": [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000],
         "scale_repeats": 1 if args.quick else 3,
         "scale_tick_new": 2_000 if args.quick else 20_000,
-        "scale_backfill": 200 if args.quick else 2000,
+        "scale_backfill": 200 if args.quick else 5000,
         "parallel_baseline": args.parallel_baseline,
         # "dagster" is the layer as shipped (RUN_BATCH_SIZE partitions per run, checks left to the
         # verify_agents schedule); the variant shows what smaller runs cost.
