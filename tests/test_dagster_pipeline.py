@@ -314,21 +314,25 @@ def test_checks_hold_a_status_per_persona_until_it_is_repaired(store, instance, 
     assert len(sandbox.agents()) == 4
 
 
-def test_a_backfills_checks_follow_its_last_run(store, instance, sandbox):
-    """Checks are API calls from the backfill's own budget: none while the backfill still creates agents, then
-    every run's at once."""
+def backfill_with_one_run_done(store, instance) -> tuple[list[int], dg.RunRequest, dg.DagsterRun, dg.SensorResult]:
+    """A backfill's two runs as the UI launches them (asset selected, its checks with it): the first has
+    finished, the second still runs; and checks_after_materialize_sensor's tick after the first."""
     ids = store.add_personas(persona_rows(4))
     instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
     backfill = {BACKFILL_TAG: "a-backfill"}
-    # The backfill's runs as the UI launches them (asset selected, its checks with it); the second still running.
     first = dg.RunRequest(asset_selection=[persona_agent.key], tags=range_request(ids[:2]).tags | backfill)
     second = dg.RunRequest(asset_selection=[persona_agent.key], tags=range_request(ids[2:]).tags | backfill)
     running = dg.DagsterRun(job_name=persona_agent.key.to_user_string(), run_id=uuid.uuid4().hex, tags=second.tags,
                             status=dg.DagsterRunStatus.STARTED, asset_selection=frozenset({persona_agent.key}))
     instance.add_run(running)
     assert execute_run_request(instance, first).success
+    return ids, second, running, checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor="0"))
 
-    tick = checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor="0"))
+
+def test_a_backfills_checks_follow_its_last_run(store, instance, sandbox):
+    """Checks are API calls from the backfill's own budget: none while the backfill still creates agents, then
+    every run's at once."""
+    ids, second, running, tick = backfill_with_one_run_done(store, instance)
     assert tick.run_requests == [] and "backfill is still running" in tick.skip_reason.skip_message
 
     instance.delete_run(running.run_id)  # ... and now it has finished:
@@ -336,6 +340,14 @@ def test_a_backfills_checks_follow_its_last_run(store, instance, sandbox):
     tick = checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
     assert sorted(range_of(request) for request in tick.run_requests) == [(str(ids[0]), str(ids[1])), (str(ids[2]), str(ids[3]))]
     assert all(not request.asset_selection and request.asset_check_keys for request in tick.run_requests)
+
+
+def test_a_canceled_backfills_finished_runs_are_checked(store, instance, sandbox):
+    ids, _, running, tick = backfill_with_one_run_done(store, instance)
+    assert tick.run_requests == []
+    instance.report_run_canceled(running)  # the user cancels the backfill: its last run ends canceled
+    tick = checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
+    assert [range_of(request) for request in tick.run_requests] == [(str(ids[0]), str(ids[1]))]
 
 
 def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, instance, sandbox):

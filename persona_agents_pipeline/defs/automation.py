@@ -76,11 +76,13 @@ def changes_after_cursor(context: dg.SensorEvaluationContext, persona_store: Per
 
 
 def runs_finished_after(
-    instance: dg.DagsterInstance, timestamp: float, *, limit: int, oldest_first: bool = False
+    instance: dg.DagsterInstance, timestamp: float, *, limit: int, oldest_first: bool = False,
+    statuses: Sequence[dg.DagsterRunStatus] = FINISHED,
 ) -> Sequence[dg.RunRecord]:
-    """Runs of any job that succeeded or failed after `timestamp` (one query), newest first unless `oldest_first`."""
+    """Runs of any job that ended in `statuses` (by default: succeeded or failed) after `timestamp` (one query),
+    newest first unless `oldest_first`."""
     return instance.get_run_records(
-        dg.RunsFilter(statuses=FINISHED, updated_after=datetime.fromtimestamp(timestamp, timezone.utc)),
+        dg.RunsFilter(statuses=list(statuses), updated_after=datetime.fromtimestamp(timestamp, timezone.utc)),
         limit=limit,
         order_by="update_timestamp" if oldest_first else None,
         ascending=oldest_first,

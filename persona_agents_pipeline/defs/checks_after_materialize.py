@@ -24,6 +24,8 @@ from .dagster_tags import BACKFILL_TAG, PARTITION_TAG, RANGE_END_TAG, RANGE_STAR
 from .jobs import PROVISION_JOB
 
 PARTITION_TAGS = (PARTITION_TAG, RANGE_START_TAG, RANGE_END_TAG)
+# A canceled run is not checked, but it may be the last of its backfill to end, which makes the others due.
+ENDED = [*FINISHED, dg.DagsterRunStatus.CANCELED]
 RUNS_PER_TICK = 50
 
 
@@ -36,16 +38,16 @@ def skipped_its_checks(run: dg.DagsterRun) -> bool:
     return persona_agent.key in (run.asset_selection or set()) and selected
 
 
-def runs_due_for_checks(instance: dg.DagsterInstance, finished: list[dg.DagsterRun]) -> list[dg.DagsterRun]:
-    """Of the runs just finished, those whose checks are due: a run outside a backfill at once; a backfill's
+def runs_due_for_checks(instance: dg.DagsterInstance, ended: list[dg.DagsterRun]) -> list[dg.DagsterRun]:
+    """Of the runs just ended, those whose checks are due: a run outside a backfill at once; a backfill's
     runs all together once none of them is still queued or running (its earlier runs' requests carry the same
-    run keys, so a later retry of one of its runs adds only that run's checks)."""
-    due = [run for run in finished if BACKFILL_TAG not in run.tags]
-    for backfill_id in dict.fromkeys(run.tags[BACKFILL_TAG] for run in finished if BACKFILL_TAG in run.tags):
+    run keys, so a later retry of one of its runs adds only that run's checks). Canceled runs are not checked."""
+    due = [run for run in ended if BACKFILL_TAG not in run.tags]
+    for backfill_id in dict.fromkeys(run.tags[BACKFILL_TAG] for run in ended if BACKFILL_TAG in run.tags):
         runs = [record.dagster_run for record in instance.get_run_records(dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}))]
         if all(run.is_finished for run in runs):
-            due += [run for run in runs if run.status in FINISHED]
-    return [run for run in due if skipped_its_checks(run)]
+            due += runs
+    return [run for run in due if run.status in FINISHED and skipped_its_checks(run)]
 
 
 def checks_request(run: dg.DagsterRun) -> dg.RunRequest:
@@ -72,12 +74,13 @@ def checks_after_materialize_sensor(context: dg.SensorEvaluationContext):
     if context.cursor is None:  # runs finished before the sensor existed are not followed up
         return dg.SensorResult(cursor=str(datetime.now(timezone.utc).timestamp()), skip_reason="watching runs from now on")
     # Every job: a Materialize or backfill from the UI runs in Dagster's implicit asset job, not in ours.
-    finished = runs_finished_after(context.instance, float(context.cursor), limit=RUNS_PER_TICK, oldest_first=True)
-    if not finished:
+    ended = runs_finished_after(context.instance, float(context.cursor), limit=RUNS_PER_TICK, oldest_first=True,
+                                statuses=ENDED)
+    if not ended:
         return dg.SkipReason("no run finished since the last tick")
-    requests = [checks_request(run) for run in runs_due_for_checks(context.instance, [record.dagster_run for record in finished])]
+    requests = [checks_request(run) for run in runs_due_for_checks(context.instance, [record.dagster_run for record in ended])]
     return dg.SensorResult(
         run_requests=requests,
-        cursor=str(max(record.update_timestamp.timestamp() for record in finished)),
+        cursor=str(max(record.update_timestamp.timestamp() for record in ended)),
         skip_reason=None if requests else "the finished runs left their checks out, or their backfill is still running",
     )
