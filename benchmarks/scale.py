@@ -187,6 +187,25 @@ def partition_status_query_ms(env: dict[str, str], repeats: int = 3) -> dict[str
         return {"first_ms": samples[0], "later_ms": statistics.median(samples[1:]), "partition_stats": stats}
 
 
+def registered_personas(cfg: dict[str, Any], work: Path, name: str, storage: str, size: int, new: int) -> dict[str, Any] | None:
+    """A persona store of `size` personas, all but the last `new` with an agent, and a Dagster instance (SQLite,
+    or a fresh PostgreSQL database) with their partitions registered; None where no PostgreSQL server answers."""
+    pg_url = postgres_database(f"{name}_{uuid.uuid4().hex[:8]}") if storage == "postgresql" else None
+    if storage == "postgresql" and pg_url is None:
+        return None
+    url = fresh_store(work / f"{name}_{storage}.db")
+    seed(url, size - new, with_agents_every=10**9)  # every one of these has an agent
+    seed(url, new, start=size - new)
+    home = make_home(work / f"{name}_home_{storage}", pg_url)
+    # No ELEVENLABS_RATE_LIMIT: unthrottled means no rate window at all. A stand-in such as 1,000,000/s
+    # makes the shared budget keep a million-entry window in the persona database, scanned per request.
+    env = child_env(PERSONAS_DATABASE_URL=url, DAGSTER_HOME=str(home), ELEVENLABS_API_KEY=API_KEY,
+                    ELEVENLABS_MAX_CONCURRENT=str(cfg["max_concurrent"]))
+    log(f"{storage}: registering {size:,} partitions")
+    return {"url": url, "env": env, "pg_database": pg_url and pg_url.rsplit("/", 1)[1],
+            "register": child("register", work / f"{name}_reg_{storage}.json", env)}
+
+
 def scale(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     from persona_agents_pipeline.sandbox import SandboxServer
 
@@ -195,20 +214,10 @@ def scale(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     for storage in ("sqlite", "postgresql"):
         configs = {}
         for size in sizes:
-            pg_url = postgres_database(f"scale_{size}_{uuid.uuid4().hex[:8]}") if storage == "postgresql" else None
-            if storage == "postgresql" and pg_url is None:
+            registered = registered_personas(cfg, work, f"scale_{size}", storage, size, new=NEW_PER_RUN)
+            if registered is None:
                 break
-            url = fresh_store(work / f"scale_{storage}_{size}.db")
-            seed(url, size - NEW_PER_RUN, with_agents_every=10**9)  # every one of these has an agent
-            seed(url, NEW_PER_RUN, start=size - NEW_PER_RUN)
-            home = make_home(work / f"scale_home_{storage}_{size}", pg_url)
-            # No ELEVENLABS_RATE_LIMIT: unthrottled means no rate window at all. A stand-in such as 1,000,000/s
-            # makes the shared budget keep a million-entry window in the persona database, scanned per request.
-            env = child_env(PERSONAS_DATABASE_URL=url, DAGSTER_HOME=str(home), ELEVENLABS_API_KEY=API_KEY,
-                            ELEVENLABS_MAX_CONCURRENT=str(cfg["max_concurrent"]))
-            log(f"{storage}: registering {size:,} partitions")
-            configs[size] = {"url": url, "env": env, "pg_database": pg_url and pg_url.rsplit("/", 1)[1],
-                             "register": child("register", work / f"reg_{storage}_{size}.json", env)}
+            configs[size] = registered
         if not configs:
             out[storage] = {"skipped": "no PostgreSQL server answers"}
             continue
@@ -266,21 +275,14 @@ def backfill(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     size = cfg["scale_sizes"][-1]
     out: dict[str, Any] = {"registered": size}
     for storage in ("sqlite", "postgresql"):
-        pg_url = postgres_database(f"backfill_{uuid.uuid4().hex[:8]}") if storage == "postgresql" else None
-        if storage == "postgresql" and pg_url is None:
+        registered = registered_personas(cfg, work, "backfill", storage, size, new=0)
+        if registered is None:
             out[storage] = {"skipped": "no PostgreSQL server answers"}
             continue
-        url = fresh_store(work / f"backfill_{storage}.db")
-        seed(url, size, with_agents_every=10**9)
-        home = make_home(work / f"backfill_home_{storage}", pg_url)
-        env = child_env(PERSONAS_DATABASE_URL=url, DAGSTER_HOME=str(home), ELEVENLABS_API_KEY=API_KEY,
-                        ELEVENLABS_MAX_CONCURRENT=str(cfg["max_concurrent"]))
-        log(f"{storage}: registering {size:,} partitions")
-        child("register", work / f"backfill_reg_{storage}.json", env)
         try:
-            out[storage] = limited_backfill(cfg, work, storage, {"url": url, "env": env}, size)
+            out[storage] = limited_backfill(cfg, work, storage, registered, size)
         finally:
-            drop_postgres_database(pg_url and pg_url.rsplit("/", 1)[1])
+            drop_postgres_database(registered["pg_database"])
     return out
 
 
