@@ -17,6 +17,7 @@ import time
 
 import pytest
 from cluster_helpers import REPO, LocalCluster, instance_yaml, max_overlap, rabbitmq_unavailable_reason
+from waiting import wait_until
 
 from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 
@@ -163,13 +164,6 @@ def finish_the_killed_runs_personas(cluster: LocalCluster, store, runs: list[dic
                                timeout=300)
         assert again.returncode == 0, again.stdout + again.stderr
         assert created_by(again.stdout) == len(left), again.stdout
-
-
-def wait_until(condition, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting until {what}"
-        time.sleep(0.5)
 
 
 @pytest.mark.timeout(1800)

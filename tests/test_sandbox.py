@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
+import struct
 
 import pytest
 import requests
+from waiting import wait_until
 
 from persona_agents_pipeline.sandbox import SandboxServer
 
@@ -249,3 +253,20 @@ def test_direct_accessors(sandbox):
     assert sandbox.delete_agent_directly(agent_id) is True
     assert sandbox.agents() == []
     assert sandbox.stats()["requests_total"] == 0
+
+
+def test_a_client_hanging_up_before_its_answer_is_logged_not_printed(sandbox, caplog, capfd):
+    caplog.set_level(logging.DEBUG, logger="persona_agents_pipeline.sandbox")
+    sandbox.configure(latency=0.5)
+    host, port = sandbox.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(b"GET /v1/voices HTTP/1.1\r\nHost: sandbox\r\nxi-api-key: sandbox-test-key\r\n\r\n")
+        wait_until(lambda: sandbox.stats()["peak_attempted_concurrency"] == 1, "the sandbox holds the request",
+                   timeout=10, interval=0.01)
+        # Linger 0: close with a reset while the answer is pending, so writing it fails at once.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_until(lambda: any("hung up" in record.getMessage() for record in caplog.records), "the hang-up is logged",
+               timeout=10, interval=0.01)
+    assert "Traceback" not in capfd.readouterr().err
+    assert requests.get(f"{sandbox.url}/v1/voices", headers=KEY).status_code == 200
+

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -116,6 +117,15 @@ class _HttpServer(ThreadingHTTPServer):
         with self._open_lock:
             self._open.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """socketserver prints a traceback to stderr, outside any log or test capture. A client hanging up
+        before its answer is written (a killed worker, a client's timeout) is ordinary for a server: debug."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (BrokenPipeError, ConnectionResetError)):
+            logger.debug("client %s hung up before its answer: %s", client_address[0], error)
+        else:
+            logger.exception("handling a request from %s failed", client_address[0])
 
     def close_open_connections(self) -> None:
         """Unblock handler threads waiting on idle keep-alive connections."""
