@@ -231,18 +231,18 @@ def starts_per_second_peak(times: list[float]) -> int:
     return peak
 
 
-def request_starts(budget, *, threads: int, each: int) -> list[float]:
-    """When each of `threads` threads' `each` slots began, all drawing on `budget` at once."""
+def request_starts(*budgets, threads: int, each: int) -> list[float]:
+    """When each slot began: `threads` threads per budget take `each` slots, all drawing at once."""
     times: list[float] = []
     lock = threading.Lock()
 
-    def start_many() -> None:
+    def start_many(budget) -> None:
         for _ in range(each):
             with budget.slot():
                 with lock:
                     times.append(time.monotonic())
 
-    workers = [threading.Thread(target=start_many) for _ in range(threads)]
+    workers = [threading.Thread(target=start_many, args=(budget,)) for budget in budgets for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -256,6 +256,36 @@ def test_a_rate_above_the_ring_size_still_holds_in_every_second(budget_url):
     times = request_starts(budget, threads=6, each=150)
     assert len(times) == 900
     assert starts_per_second_peak(times) <= rate
+
+
+def test_batch_starts_are_paced_not_let_through_as_a_burst(budget_url):
+    rate = 20
+    processes = [make_budget(budget_url, rate_per_second=rate, concurrency_ceiling=8) for _ in range(2)]
+    times = sorted(request_starts(*processes, threads=4, each=5))
+    assert len(times) == 40
+    # Before, the whole ring's 20 starts left at once, then again a window later. Paced, any 20 consecutive
+    # starts span 19 gaps of 52.5 ms (1.05 s / 20): 1.0 s, less whatever delayed noting the first of them.
+    assert min(later - first for first, later in zip(times, times[rate - 1:])) > 0.75, times
+    assert starts_per_second_peak(times) <= rate
+
+
+def test_a_start_that_stalls_past_its_reservation_moves_so_the_next_keeps_a_whole_window(budget_url, monkeypatch):
+    stalling, other = (make_budget(budget_url, rate_per_second=1) for _ in range(2))
+    take_start = stalling.backend.take_start
+
+    def take_start_then_stall(*args):
+        reserved = take_start(*args)
+        time.sleep(0.3)  # a garbage collection, a starved CPU
+        return reserved
+
+    monkeypatch.setattr(stalling.backend, "take_start", take_start_then_stall)
+    with stalling.slot():
+        sent = time.monotonic()
+    monkeypatch.undo()  # the two may share one backend object
+    with other.slot():
+        next_sent = time.monotonic()
+    # The start was reserved 0.3 s before the request went: unmoved, the next one went 0.75 s after it.
+    assert next_sent - sent > 0.9
 
 
 def test_a_very_high_configured_rate_keeps_the_shared_ring_small(sqlite_url):

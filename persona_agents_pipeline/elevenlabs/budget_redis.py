@@ -36,10 +36,17 @@ for slot = tonumber(ARGV[1]), tonumber(ARGV[2]) - 1 do
   local started = tonumber(redis.call('HGET', KEYS[1], slot) or '0')
   if oldest == nil or started < oldest then oldest_slot, oldest = slot, started end
 end
-local now, window = tonumber(ARGV[3]), tonumber(ARGV[4])
-if oldest > now - window then return tostring(oldest + window - now) end
-redis.call('HSET', KEYS[1], oldest_slot, ARGV[3])
-return '0'
+local newest = 0
+for _, started in ipairs(redis.call('HVALS', KEYS[1])) do newest = math.max(newest, tonumber(started)) end
+local now, window, gap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local start = string.format('%.17g', math.max(now, oldest + window, newest + gap))
+redis.call('HSET', KEYS[1], oldest_slot, start)
+return {oldest_slot, start}
+"""
+_MOVE_START = """
+if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
 """
 _COMPARE_AND_SET = """
 if tonumber(redis.call('HGET', KEYS[1], 'version') or '-1') ~= tonumber(ARGV[1]) then return 0 end
@@ -71,6 +78,7 @@ class RedisBudgetBackend:
         self._take_slot = self.client.register_script(_TAKE_SLOT)
         self._release_slot = self.client.register_script(_RELEASE_SLOT)
         self._take_start = self.client.register_script(_TAKE_START)
+        self._move_start = self.client.register_script(_MOVE_START)
         self._compare_and_set = self.client.register_script(_COMPARE_AND_SET)
         self._held = self.client.register_script(_HELD)
         self._create = self.client.register_script(_CREATE)
@@ -103,9 +111,16 @@ class RedisBudgetBackend:
     def release_slot(self, account: str, slot: int, holder: str) -> None:
         self._release_slot(keys=[self._key(account, "slots")], args=[slot, holder])
 
-    def take_start(self, account: str, first: int, end: int, window: float) -> float:
+    def take_start(self, account: str, first: int, end: int, window: float, gap: float) -> tuple[int, float] | None:
         # The script runs atomically as soon as it arrives: one network hop after this stamp.
-        return float(self._take_start(keys=[self._key(account, "starts")], args=[first, end, repr(time.time()), repr(window)]))
+        entry, start = self._take_start(keys=[self._key(account, "starts")],
+                                        args=[first, end, repr(time.time()), repr(window), repr(gap)])
+        return int(entry), float(start)
+
+    def move_start(self, account: str, entry: int, reserved: float) -> float | None:
+        now = time.time()
+        moved = self._move_start(keys=[self._key(account, "starts")], args=[entry, repr(reserved), repr(now)])
+        return now if moved else None
 
     def held_slots(self, account: str, now: float) -> int:
         return int(self._held(keys=[self._key(account, "slots")], args=[repr(now)]))

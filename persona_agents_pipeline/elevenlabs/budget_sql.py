@@ -128,9 +128,12 @@ class SqlBudgetBackend:
                                .where(slots.c.account == account, slots.c.slot == slot, slots.c.holder == holder)
                                .values(holder=None, lease_until=0.0))
 
-    def take_start(self, account: str, first: int, end: int, window: float) -> float:
+    def take_start(self, account: str, first: int, end: int, window: float, gap: float) -> tuple[int, float] | None:
         try:
             with self.engine.begin() as connection:  # on SQLite, waits here for the write lock
+                # One taker per account at a time on PostgreSQL too (SQLite's BEGIN IMMEDIATE already is), so
+                # the gap to the newest start holds; the ring entry's own lock below keeps the ring exact anyway.
+                connection.execute(select(accounts.c.version).where(accounts.c.account == account).with_for_update())
                 self._ensure_rows(connection, starts, account, end, {"started_at": 0.0})
                 oldest = connection.execute(
                     select(starts.c.slot, starts.c.started_at)
@@ -138,15 +141,23 @@ class SqlBudgetBackend:
                     .order_by(starts.c.started_at, starts.c.slot).limit(1).with_for_update(skip_locked=True)
                 ).first()
                 if oldest is None:
-                    return 0.005  # every entry is being taken right now by someone else
-                now = time.time()
-                if oldest.started_at > now - window:
-                    return oldest.started_at + window - now
+                    return None  # every entry is being taken right now by someone else
+                newest = connection.execute(select(func.max(starts.c.started_at))
+                                            .where(starts.c.account == account)).scalar()
+                start = max(time.time(), oldest.started_at + window, newest + gap)
                 connection.execute(update(starts).where(starts.c.account == account, starts.c.slot == oldest.slot)
-                                   .values(started_at=now))
-                return 0.0
+                                   .values(started_at=start))
+                return oldest.slot, start
         except IntegrityError:
-            return 0.005
+            return None
+
+    def move_start(self, account: str, entry: int, reserved: float) -> float | None:
+        with self.engine.begin() as connection:
+            now = time.time()
+            moved = connection.execute(update(starts).where(starts.c.account == account, starts.c.slot == entry,
+                                                            starts.c.started_at == reserved)
+                                       .values(started_at=now)).rowcount
+        return now if moved == 1 else None
 
     def held_slots(self, account: str, now: float) -> int:
         with self.engine.connect() as connection:
