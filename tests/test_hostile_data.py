@@ -48,7 +48,8 @@ def test_an_import_path_with_markup_imports_and_says_so(cli_env, store, tmp_path
     path.write_text(f"{HEADER}\nAda,0.5,0.5,0.5\n")
     result = run("personas", "import", str(path))
     assert result.exit_code == 0 and store.count() == 1
-    assert "[/d]" in " ".join(result.output.split())
+    # Printed literally, not read as markup; rich may fold the long path anywhere, so compare without whitespace.
+    assert str(path) in "".join(result.output.split())
 
 
 def test_csv_names_are_text_and_unknown_columns_are_warned_about(cli_env, store, tmp_path):
