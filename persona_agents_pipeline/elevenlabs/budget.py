@@ -59,7 +59,7 @@ STATE_REFRESH_SECONDS = 0.25
 INTERACTIVE_RECENT_SECONDS = 60.0
 # Most entries in the shared ring of request starts (see SharedBudget.__init__).
 MAX_RING = 100
-# How late after its reserved start a request may still go; a later one moves its start (SharedBudget._take_start).
+# How late past its reserved start a request may still go; a later one has its start moved (_started_on_time).
 LATE_START_TOLERANCE_SECONDS = 0.01
 
 
