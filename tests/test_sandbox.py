@@ -269,4 +269,3 @@ def test_a_client_hanging_up_before_its_answer_is_logged_not_printed(sandbox, ca
                timeout=10, interval=0.01)
     assert "Traceback" not in capfd.readouterr().err
     assert requests.get(f"{sandbox.url}/v1/voices", headers=KEY).status_code == 200
-
