@@ -105,7 +105,7 @@ def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str 
             MATCHES,
             asset=persona_agent,
             partitions_def=personas_partitions,
-            description="The agent's voice and prompt match what the persona's current traits produce. "
+            description="The agent on ElevenLabs matches every field the persona's current traits set. "
             f"{PLAN_HINT}",
         ),
     ],
