@@ -29,7 +29,7 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import requests
 
@@ -47,6 +47,7 @@ from .errors import (
     error_from_response,
 )
 from .budget import PLAN_CONCURRENCY, SharedBudget
+from .listing import SkippedAgent, skipped_summary
 from .rate_limit import RequestLimiter
 from .transport import (
     MAX_REDIRECTS,
@@ -157,7 +158,11 @@ class ElevenLabsClient:
     def delete_agent(self, agent_id: str) -> None:
         self._request("DELETE", f"/v1/convai/agents/{agent_id}", expect_json=False)
 
-    def list_agents(self, search: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
+    def list_agents(
+        self, search: str | None = None, page_size: int = 100, *,
+        on_skipped: Callable[[SkippedAgent], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every listed agent of a usable shape; the others go to `on_skipped` (by default: a warning)."""
         params: dict[str, Any] = {"page_size": page_size}
         if search:
             params["search"] = search
@@ -167,7 +172,14 @@ class ElevenLabsClient:
             agents = page.get("agents") if isinstance(page, dict) else None
             if not isinstance(agents, list) or not isinstance(page.get("has_more"), bool):
                 raise MalformedResponseError("agent list lacks 'agents' or 'has_more'")
-            yield from agents
+            for agent in agents:
+                skipped = skipped_summary(agent)
+                if skipped is None:
+                    yield agent
+                elif on_skipped is not None:
+                    on_skipped(skipped)
+                else:
+                    logger.warning("skipped an agent of unexpected shape in the agent list: %s", skipped)
             cursor = page.get("next_cursor")
             if not page["has_more"]:
                 return
