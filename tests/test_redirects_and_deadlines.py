@@ -218,5 +218,5 @@ def test_a_dripped_answer_never_lets_the_budget_exceed_its_ceiling(sandbox, sqli
     for thread in threads:
         thread.join()
 
-    assert len(outcomes) == 2 and all("deadline" in str(exc) for exc in outcomes)
     assert sandbox.stats()["peak_concurrency"] == 1, "two requests were on the wire inside a ceiling of one"
+    assert len(outcomes) == 2 and all("deadline" in str(exc) for exc in outcomes)
