@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
@@ -19,62 +18,32 @@ from persona_agents_pipeline.elevenlabs.errors import ApiTimeoutError, RedirectR
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
 from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE
 
+from http_helpers import RecordingServer
+
 KEY = "sandbox-test-key"
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05}
 PAYLOAD = {"name": "Redirected [persona:1]", "conversation_config": {}}
 
 
-class OtherOrigin:
-    """Another host as far as HTTP is concerned: records every request and the headers it carried, and answers
-    with what would pass for an agent, a list and a user, so anything following it would take the answer; or, `looping`, with a redirect to the same path again."""
+TEMPTING = json.dumps({"agent_id": "agent_from_elsewhere", "conversation_config": {}, "agents": [], "has_more": False,
+                       "subscription_extras": {"concurrency": 99}})
 
-    def __init__(self, *, looping: bool = False) -> None:
-        self.seen: list[tuple[str, str, dict[str, str]]] = []
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _answer(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.seen.append((self.command, self.path, dict(self.headers.items())))
-                if looping:
-                    self.send_response(307)
-                    self.send_header("Location", self.path)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = json.dumps({"agent_id": "agent_from_elsewhere", "conversation_config": {}, "agents": [],
-                                   "has_more": False, "subscription_extras": {"concurrency": 99}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = _answer
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def saw_the_key(self) -> bool:
-        return any(KEY in json.dumps(headers) for _, _, headers in self.seen)
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+def other_origin() -> RecordingServer:
+    """Another host: answers what would pass for an agent, a list and a user, so anything following a redirect
+    there would take its answer."""
+    return RecordingServer(lambda method, path: (200, TEMPTING, {"Content-Type": "application/json"}))
 
 
 @pytest.fixture
 def elsewhere():
-    server = OtherOrigin()
+    server = other_origin()
     yield server
     server.close()
+
+
+def saw_anything(server: RecordingServer) -> bool:
+    return bool(server.requests) or any(KEY in json.dumps(headers) for headers in server.headers)
 
 
 OPERATIONS = {
@@ -100,7 +69,7 @@ def test_a_redirect_to_another_origin_is_refused_and_the_other_host_sees_nothing
     assert "another origin" in message and elsewhere.url.removeprefix("http://") in message
     assert "ELEVENLABS_BASE_URL" in message and KEY not in message
     assert not refused.value.ambiguous
-    assert elsewhere.seen == [] and not elsewhere.saw_the_key()
+    assert not saw_anything(elsewhere)
     assert sandbox.agents() == []
 
 
@@ -109,7 +78,7 @@ def test_limit_discovery_is_not_redirected_to_another_origin(sandbox, elsewhere,
     sandbox.configure(redirect_status=302, redirect_to=elsewhere.url)
     with ElevenLabsClient(KEY, sandbox.url, limiter=budget, **FAST) as client:
         client.discover_limits()
-    assert elsewhere.seen == []
+    assert not saw_anything(elsewhere)
     assert budget.state().source == "default", "what another origin says about the account is not believed"
 
 
@@ -126,7 +95,7 @@ def test_ensure_and_the_cli_behind_a_redirect_record_nothing_and_say_why(cli_env
     assert result.exit_code == 1 and "another origin" in result.output, result.output
     assert connection.exit_code != 0 and "ELEVENLABS_BASE_URL" in connection.output, connection.output
     assert KEY not in result.output + connection.output
-    assert elsewhere.seen == [] and sandbox.agents() == []
+    assert not saw_anything(elsewhere) and sandbox.agents() == []
     for persona_id in persona_ids:
         persona = store.get(persona_id)
         assert persona.elevenlabs_agent_id is None and persona.agent_claim_owner is None
@@ -156,11 +125,11 @@ def test_a_redirect_within_the_origin_that_would_change_the_method_is_refused_bu
 
 
 def test_a_redirect_loop_within_the_origin_ends_with_a_clear_error():
-    looping = OtherOrigin(looping=True)
+    looping = RecordingServer(lambda method, path: (307, "", {"Location": path}))
     try:
         with pytest.raises(RedirectRefusedError, match="more than 5 redirects"):
             ElevenLabsClient(KEY, looping.url, **FAST).get_agent("agent_x")
-        assert len(looping.seen) == 6
+        assert len(looping.requests) == 6
     finally:
         looping.close()
 
@@ -198,8 +167,10 @@ def test_a_create_whose_dripped_answer_is_cut_is_adopted_not_made_twice(store, s
 
 def test_a_dripped_answer_never_lets_the_budget_exceed_its_ceiling(sandbox, sqlite_url):
     agent_id = sandbox.create_agent_directly(PAYLOAD)
-    budget = SharedBudget(budget_backend(sqlite_url), "drip-account", concurrency_ceiling=1, lease_seconds=1.0)
-    budget.observe_limit(1, "account")  # known: no discovery request
+    # One budget each, as two processes sharing the account's budget have.
+    budgets = [SharedBudget(budget_backend(sqlite_url), "drip-account", concurrency_ceiling=1, lease_seconds=1.0)
+               for _ in range(2)]
+    budgets[0].observe_limit(1, "account")  # known: no discovery request
     # Each answer (about 1.5 kB at a byte every 20 ms) would take half a minute, far past the 1 s lease.
     sandbox.configure(drip_interval=0.02, drip_method="GET")
     outcomes: list[BaseException] = []
@@ -211,7 +182,7 @@ def test_a_dripped_answer_never_lets_the_budget_exceed_its_ceiling(sandbox, sqli
             outcomes.append(exc)
 
     clients = [ElevenLabsClient(KEY, sandbox.url, timeout=(2.0, 5.0), limiter=budget, max_attempts=1)
-               for _ in range(2)]
+               for budget in budgets]
     threads = [threading.Thread(target=fetch, args=(client,)) for client in clients]
     for thread in threads:
         thread.start()

@@ -257,18 +257,11 @@ class ElevenLabsClient:
                 f"The key cannot read agents: {exc}",
                 "Give the key the ElevenAgents permissions convai_read and convai_write, or use an unrestricted key.",
             ))
-        except RedirectRefusedError as exc:
-            report.reachable = True
-            report.problems.append(ConnectionProblem(
-                f"Listing agents failed: {exc}",
-                "Set ELEVENLABS_BASE_URL to the API's own address (https://api.elevenlabs.io or your region's).",
-            ))
-            return report
         except ElevenLabsError as exc:
             report.reachable = True
-            report.problems.append(ConnectionProblem(
-                f"Listing agents failed: {exc}", "Retry later; check status.elevenlabs.io if it persists."
-            ))
+            fix = ("Set ELEVENLABS_BASE_URL to the API's own address (https://api.elevenlabs.io or your region's)."
+                   if isinstance(exc, RedirectRefusedError) else "Retry later; check status.elevenlabs.io if it persists.")
+            report.problems.append(ConnectionProblem(f"Listing agents failed: {exc}", fix))
             return report
         else:
             report.reachable = report.authenticated = report.can_read_agents = True
