@@ -32,7 +32,7 @@ def skipped_summary(item: Any) -> SkippedAgent | None:
     if agent_id is None:
         return SkippedAgent(None, name, f"without an agent_id (got {str(item.get('agent_id'))[:40]!r})")
     if name is None:
-        problem = f"its name is {type(item['name']).__name__}, not text" if "name" in item else "it has no name"
+        problem = "it has no name" if item.get("name") is None else f"its name is {type(item['name']).__name__}, not text"
         return SkippedAgent(agent_id, None, problem)
     tags = item.get("tags")
     if tags is not None and not isinstance(tags, list):
