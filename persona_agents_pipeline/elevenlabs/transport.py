@@ -15,9 +15,12 @@ leaves the configured origin.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import socket
 import threading
+import time
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -86,6 +89,36 @@ def _shut_down(connection: Any) -> bool:
     return True
 
 
+class _Watchdog:
+    """One thread per process that expires every DeadlineWatch on time: starting a timer thread per request
+    would delay each request's send by the thread's start-up, which a loaded machine makes long."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._due: list[tuple[float, int, DeadlineWatch]] = []  # a heap, earliest first
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def expire_at(self, moment: float, watch: DeadlineWatch) -> None:
+        with self._wake:
+            heapq.heappush(self._due, (moment, next(self._order), watch))
+            if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
+                self._thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._wake.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, watch = heapq.heappop(self._due)
+            watch.expire()
+
+
+_watchdog = _Watchdog()
+
+
 class DeadlineWatch:
     """Cuts the connection of the exchange running on this thread once `seconds` have passed."""
 
@@ -95,11 +128,10 @@ class DeadlineWatch:
         self._lock = threading.Lock()
         self._connection: Any = None
         self._finished = False
-        self._timer: threading.Timer | None = None
 
     def __enter__(self) -> DeadlineWatch:
         _current.watch = self
-        self._start_timer(self.seconds)
+        _watchdog.expire_at(time.monotonic() + self.seconds, self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -107,8 +139,6 @@ class DeadlineWatch:
         with self._lock:
             self._finished = True
             self._connection = None
-            if self._timer is not None:
-                self._timer.cancel()
 
     def attach(self, connection: Any) -> None:
         with self._lock:
@@ -120,19 +150,14 @@ class DeadlineWatch:
             if self._connection is connection:
                 self._connection = None
 
-    def _start_timer(self, seconds: float) -> None:
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
             if self._finished:
                 return
             self.expired = True
             if not _shut_down(self._connection):
                 # Still connecting (no socket yet): look again shortly; the connect timeout bounds this.
-                self._start_timer(_RECHECK_SECONDS)
+                _watchdog.expire_at(time.monotonic() + _RECHECK_SECONDS, self)
 
 
 class _Watched:
