@@ -99,6 +99,7 @@ def test_ensure_and_the_cli_behind_a_redirect_record_nothing_and_say_why(cli_env
     for persona_id in persona_ids:
         persona = store.get(persona_id)
         assert persona.elevenlabs_agent_id is None and persona.agent_claim_owner is None
+        assert persona.agent_create_attempted_at is None, "a refused redirect proves nothing was created"
 
 
 @pytest.mark.parametrize("status", [307, 308])
