@@ -1,4 +1,4 @@
-"""Asset checks on persona_agent: the remote agent exists, and its voice and prompt match the persona's traits.
+"""Asset checks on persona_agent: the remote agent exists, and every field the project sets matches the traits.
 
 The checks are partitioned like persona_agent, so each persona holds its own result: a persona whose agent
 is gone or drifted stays failing on its partition until it is repaired, whatever runs for other personas.
