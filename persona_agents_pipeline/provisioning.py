@@ -15,6 +15,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any, Callable, Iterable, Iterator
 
+from .agent_comparison import differing_fields, foreign_tags
 from .client_factory import Priority, build_client
 from .config import Settings
 from .elevenlabs.client import ElevenLabsClient
@@ -23,6 +24,7 @@ from .elevenlabs.errors import (
     ElevenLabsError,
     NotFoundError,
     PermissionDeniedError,
+    RedirectRefusedError,
 )
 from .exactly_once import (
     ClaimHeartbeat,
@@ -45,6 +47,9 @@ from .voice_policy import (
 )
 
 log = logging.getLogger(__name__)
+
+VOICE_FIELD = "conversation_config.tts.voice_id"
+PROMPT_FIELD = "conversation_config.agent.prompt.prompt"
 
 
 class Outcome(str, Enum):
@@ -70,6 +75,8 @@ class ProvisionResult:
     voice_settings: dict[str, Any] | None = None
     # Why it failed; on a successful result, what was left undone (an old or duplicate agent not deleted).
     error: str | None = None
+    # converge: the fields found different on ElevenLabs (dotted payload paths) and repaired.
+    differences: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -81,7 +88,7 @@ class ProvisionResult:
 
 @dataclass(frozen=True)
 class AgentCheck:
-    """How a persona's remote agent compares with what its current traits produce."""
+    """How a persona's remote agent compares with what its current traits produce (agent_comparison.py)."""
 
     persona_id: int
     agent_id: str | None
@@ -89,6 +96,8 @@ class AgentCheck:
     voice_matches: bool
     prompt_matches: bool
     problems: tuple[str, ...] = field(default_factory=tuple)
+    differences: tuple[str, ...] = ()  # dotted paths of the fields that differ
+    foreign_tags: tuple[str, ...] = ()  # tags someone else gave the agent, kept on repair
 
     @property
     def passed(self) -> bool:
@@ -225,8 +234,9 @@ class ProvisioningService(ExactlyOnce):
 
         No recorded agent: ensure_agent (no lookup, so bulk creation keeps its cost). A recorded agent: one
         GET; gone -> replaced (the caller asked for this persona, so even where auto-creation is off);
-        voice or prompt differ remotely, or the recorded config is outdated -> PATCHed in place; VERIFIED
-        (a no-op) only when the remote agent is really current.
+        any field the project sets differs remotely, or the recorded config is outdated -> PATCHed in place,
+        the differing fields named in the result and the history; VERIFIED (a no-op) only when the remote
+        agent is really current.
         """
         persona = self.store.require(persona_id)
         payload = self.payload_for(persona.spec())  # invalid traits fail here, before any call
@@ -238,20 +248,25 @@ class ProvisioningService(ExactlyOnce):
             return self.replace_lost_agent(persona_id, agent_id)
         if check.passed and persona.agent_config_hash == config_hash(payload):
             return self._result(persona.spec(), Outcome.VERIFIED, agent_id)
-        return self.update_agent(persona_id, reason="; ".join(check.problems) or "traits changed", even_if_recorded_current=True)
+        reason = f"differs on ElevenLabs: {', '.join(check.differences)}" if check.differences else "traits changed"
+        result = self.update_agent(persona_id, reason=reason, even_if_recorded_current=True,
+                                   keep_tags=check.foreign_tags)
+        return dataclasses.replace(result, differences=check.differences)
 
     def update_agent(
-        self, persona_id: int, *, reason: str = "traits changed", even_if_recorded_current: bool = False
+        self, persona_id: int, *, reason: str = "traits changed", even_if_recorded_current: bool = False,
+        keep_tags: Iterable[str] = (),
     ) -> ProvisionResult:
         """Bring the recorded agent to the config the persona's traits produce now, in place (same agent id).
 
         No call when the recorded config hash already matches (unless `even_if_recorded_current`: the remote
         agent was edited behind our back). Without a recorded agent it provisions one; when the agent turns
-        out to be gone it is replaced.
+        out to be gone it is replaced. `keep_tags`: tags outside the project's that the agent keeps.
         """
         persona = self.store.require(persona_id)
         spec = persona.spec()
         payload = self.payload_for(spec)
+        payload["tags"] += [tag for tag in keep_tags if tag not in payload["tags"]]
         if not persona.elevenlabs_agent_id:
             return self.ensure_agent(persona_id)
         if persona.agent_config_hash == config_hash(payload) and not even_if_recorded_current:
@@ -308,7 +323,8 @@ class ProvisioningService(ExactlyOnce):
         """Provision many personas concurrently (`operation` instead of ensure_agent when given), yielding
         each result as it arrives; one persona's failure never stops the others.
 
-        An authentication or permission error stops the batch: every further call would fail the same way.
+        An authentication, permission or refused-redirect error stops the batch: every further call would fail
+        the same way.
         """
         operation = operation or functools.partial(self.ensure_agent, force=force)
         fatal: list[ElevenLabsError] = []
@@ -322,7 +338,7 @@ class ProvisioningService(ExactlyOnce):
                 return ProvisionResult(persona_id, Outcome.NOT_FOUND, error=str(exc))
             except InvalidPersonaError as exc:
                 return ProvisionResult(persona_id, Outcome.INVALID, error=str(exc))
-            except (AuthenticationError, PermissionDeniedError) as exc:
+            except (AuthenticationError, PermissionDeniedError, RedirectRefusedError) as exc:
                 fatal.append(exc)
                 return ProvisionResult(persona_id, Outcome.FAILED, error=str(exc))
             except (ElevenLabsError, ClaimTimeoutError) as exc:
@@ -346,7 +362,7 @@ class ProvisioningService(ExactlyOnce):
             return list(pool.map(one, persona_ids))
 
     def check_agent(self, persona_id: int) -> AgentCheck:
-        """Compare the persona's remote agent with the voice and prompt its current traits produce."""
+        """Compare the persona's remote agent with every field its current traits produce."""
         persona = self.store.require(persona_id)
         agent_id = persona.elevenlabs_agent_id
         if not agent_id:
@@ -356,20 +372,13 @@ class ProvisioningService(ExactlyOnce):
         except NotFoundError:
             return AgentCheck(persona_id, agent_id, False, False, False, (f"agent {agent_id} is gone from ElevenLabs",))
         try:
-            wanted = self.payload_for(persona.spec())["conversation_config"]
+            wanted = self.payload_for(persona.spec())
         except InvalidPersonaError as exc:
             return AgentCheck(persona_id, agent_id, True, False, False, (str(exc),))
-        config = remote.get("conversation_config") or {}
-        remote_voice = (config.get("tts") or {}).get("voice_id")
-        remote_prompt = ((config.get("agent") or {}).get("prompt") or {}).get("prompt")
-        problems = []
-        voice_ok = remote_voice == wanted["tts"]["voice_id"]
-        prompt_ok = remote_prompt == wanted["agent"]["prompt"]["prompt"]
-        if not voice_ok:
-            problems.append(f"voice is {remote_voice}, traits give {wanted['tts']['voice_id']}")
-        if not prompt_ok:
-            problems.append("prompt differs from the one the current traits produce")
-        return AgentCheck(persona_id, agent_id, True, voice_ok, prompt_ok, tuple(problems))
+        differences = tuple(differing_fields(wanted, remote))
+        problems = (f"differs on ElevenLabs from what the traits produce: {', '.join(differences)}",) if differences else ()
+        return AgentCheck(persona_id, agent_id, True, VOICE_FIELD not in differences, PROMPT_FIELD not in differences,
+                          problems, differences, tuple(foreign_tags(remote)))
 
     # ---- provisioning under a claim (the exactly-once steps are in exactly_once.py) ---------------
 

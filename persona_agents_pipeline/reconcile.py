@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from .elevenlabs.errors import ElevenLabsError
+from .elevenlabs.listing import SkippedAgent
 from .exactly_once import oldest_first
 from .models import Persona
 from .provisioning import ProvisioningService, ProvisionResult
@@ -46,6 +47,8 @@ class PlannedChange:
 class Plan:
     changes: list[PlannedChange] = field(default_factory=list)
     in_sync: int = 0
+    # Listed agents of a shape the project does not expect: left alone, and named so someone looks at them.
+    skipped: list[SkippedAgent] = field(default_factory=list)
 
     def of(self, action: Action) -> list[PlannedChange]:
         return [change for change in self.changes if change.action is action]
@@ -62,6 +65,7 @@ class Plan:
         return {
             "summary": self.counts(),
             "changes": [asdict(change) | {"action": change.action.value} for change in self.changes],
+            "skipped_remote_agents": [asdict(agent) | {"description": str(agent)} for agent in self.skipped],
         }
 
 
@@ -72,12 +76,15 @@ class ChangeResult:
     detail: str  # what happened, or why it failed
 
 
-def _remote_project_agents(service: ProvisioningService) -> tuple[set[str], dict[int, list[dict[str, Any]]]]:
-    """Every listed agent id, and the project's agents grouped by the persona identity they carry."""
+def _remote_project_agents(
+    service: ProvisioningService, skipped: list[SkippedAgent]
+) -> tuple[set[str], dict[int, list[dict[str, Any]]]]:
+    """Every listed agent id, and the project's agents grouped by the persona identity they carry; agents
+    of unexpected shape go to `skipped` (their ids still count as listed: such an agent is not gone)."""
     listed: set[str] = set()
     by_persona: dict[int, list[dict[str, Any]]] = {}
     installation_id = service.installation_id
-    for agent in service.client.list_agents():
+    for agent in service.client.list_agents(on_skipped=skipped.append):
         listed.add(agent["agent_id"])
         persona_id = identity_of(agent, installation_id)
         if persona_id is not None:
@@ -137,8 +144,9 @@ def _plan_persona(
 
 
 def build_plan(service: ProvisioningService) -> Plan:
-    listed, by_persona = _remote_project_agents(service)
     plan = Plan()
+    listed, by_persona = _remote_project_agents(service, plan.skipped)
+    listed.update(agent.agent_id for agent in plan.skipped if agent.agent_id)
     for persona in service.store.iter_personas():
         changes, in_sync = _plan_persona(service, persona, listed, by_persona.pop(persona.id, []))
         plan.changes += changes

@@ -1,7 +1,9 @@
 """converge_agent: materializing a persona converges it to the truth on ElevenLabs, not to the database."""
 
+import pytest
 from sqlalchemy import text
 
+from persona_agents_pipeline.agent_comparison import differing_fields
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
 from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, choose_voice
@@ -84,3 +86,87 @@ def test_iter_provision_yields_every_result_and_check_many_reports_each_persona_
     assert not checks[2].exists and checks[2].problems == ("persona has no agent recorded",)
     assert not checks[3].exists and "does not exist" in checks[3].problems[0]
     assert checks[4].exists and not checks[4].voice_matches
+
+
+def edit_upstream(sandbox, agent_id, edit):
+    """Change the stored agent as someone in the ElevenLabs dashboard would."""
+    agent = sandbox.gateway.store.get(agent_id)
+    edit(agent)
+    sandbox.gateway.store.put(agent)
+
+
+UPSTREAM_EDITS = {
+    "name": (lambda agent: agent.update(name="Renamed in the dashboard"), "name"),
+    "tags": (lambda agent: agent.update(tags=["persona-agents"]), "tags"),
+    "first message": (lambda agent: agent["conversation_config"]["agent"].update(first_message="Yo."),
+                      "conversation_config.agent.first_message"),
+    "llm": (lambda agent: agent["conversation_config"]["agent"]["prompt"].update(llm="gpt-4o"),
+            "conversation_config.agent.prompt.llm"),
+    "temperature": (lambda agent: agent["conversation_config"]["agent"]["prompt"].update(temperature=0.1),
+                    "conversation_config.agent.prompt.temperature"),
+    "stability": (lambda agent: agent["conversation_config"]["tts"].update(stability=0.05),
+                  "conversation_config.tts.stability"),
+    "speed": (lambda agent: agent["conversation_config"]["tts"].update(speed=1.2), "conversation_config.tts.speed"),
+    "a missing field": (lambda agent: agent["conversation_config"]["tts"].pop("model_id"),
+                        "conversation_config.tts.model_id"),
+}
+
+
+@pytest.mark.parametrize("edit", list(UPSTREAM_EDITS))
+def test_converge_repairs_every_field_the_project_sets_and_names_it(store, sandbox, sandbox_client, edit):
+    [persona_id] = store.add_personas(demo_personas(1))
+    service = ProvisioningService(store, sandbox_client, DEFAULT_VOICE_CATALOGUE)
+    agent_id = service.ensure_agent(persona_id).agent_id
+    change, field_path = UPSTREAM_EDITS[edit]
+    edit_upstream(sandbox, agent_id, change)
+
+    repaired = service.converge_agent(persona_id)
+
+    assert repaired.outcome is Outcome.UPDATED and repaired.differences == (field_path,)
+    assert differing_fields(service.payload_for(store.get(persona_id).spec()), sandbox_client.get_agent(agent_id)) == []
+    assert field_path in store.history(persona_id)[-1].reason
+    assert service.converge_agent(persona_id).outcome is Outcome.VERIFIED
+    assert [agent["agent_id"] for agent in sandbox.agents()] == [agent_id]
+
+
+def test_converge_leaves_what_the_project_does_not_set_and_ignores_harmless_differences(store, sandbox, sandbox_client):
+    [persona_id] = store.add_personas(demo_personas(1))
+    service = ProvisioningService(store, sandbox_client, DEFAULT_VOICE_CATALOGUE)
+    agent_id = service.ensure_agent(persona_id).agent_id
+    knowledge_base = [{"type": "file", "id": "doc_1", "name": "Handbook"}]
+
+    def dashboard_additions(agent):
+        agent["conversation_config"]["agent"]["prompt"]["knowledge_base"] = knowledge_base
+        agent["conversation_config"]["agent"]["prompt"]["tool_ids"] = ["tool_1"]
+        agent["tags"] = ["team-blue", *reversed(agent["tags"])]  # another tag, and ours in another order
+        tts = agent["conversation_config"]["tts"]
+        tts["speed"] = int(tts["speed"])  # 1 for 1.0
+        tts["stability"] += 1e-9  # the float that came back
+
+    edit_upstream(sandbox, agent_id, dashboard_additions)
+    assert service.converge_agent(persona_id).outcome is Outcome.VERIFIED
+
+    edit_upstream(sandbox, agent_id, lambda agent: agent["conversation_config"]["agent"].update(first_message="Yo."))
+    assert service.converge_agent(persona_id).outcome is Outcome.UPDATED
+    remote = sandbox_client.get_agent(agent_id)
+    assert remote["conversation_config"]["agent"]["prompt"]["knowledge_base"] == knowledge_base
+    assert remote["conversation_config"]["agent"]["prompt"]["tool_ids"] == ["tool_1"]
+    assert "team-blue" in remote["tags"]
+    assert service.converge_agent(persona_id).outcome is Outcome.VERIFIED
+
+
+def test_converge_treats_a_remote_agent_of_unexpected_shape_as_differing_not_as_a_crash(store, sandbox, sandbox_client):
+    [persona_id] = store.add_personas(demo_personas(1))
+    service = ProvisioningService(store, sandbox_client, DEFAULT_VOICE_CATALOGUE)
+    agent_id = service.ensure_agent(persona_id).agent_id
+
+    def garble(agent):
+        agent["tags"] = "persona-agents"
+        agent["conversation_config"]["tts"] = None
+        del agent["name"]
+
+    edit_upstream(sandbox, agent_id, garble)
+    repaired = service.converge_agent(persona_id)
+    assert repaired.outcome is Outcome.UPDATED
+    assert {"name", "tags", "conversation_config.tts.voice_id"} <= set(repaired.differences)
+    assert service.converge_agent(persona_id).outcome is Outcome.VERIFIED

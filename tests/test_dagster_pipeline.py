@@ -429,3 +429,20 @@ def test_checks_follow_ui_and_launchpad_runs_but_not_automated_ones():
     assert skipped_its_checks(dg.DagsterRun(job_name="__ASSET_JOB", run_id="ui", asset_selection=asset_only, asset_check_selection=None))
     assert not skipped_its_checks(dg.DagsterRun(job_name=PROVISION_JOB, run_id="sensor", asset_selection=asset_only, asset_check_selection=frozenset()))
     assert not skipped_its_checks(dg.DagsterRun(job_name=REPORT_JOB, run_id="report"))
+
+
+def test_an_upstream_edit_of_any_set_field_fails_the_check_and_materialize_repairs_and_names_it(store, instance, sandbox):
+    ids = store.add_personas(persona_rows(1))
+    instance.add_dynamic_partitions(PARTITIONS, [str(ids[0])])
+    assert execute_run_request(instance, range_request(ids)).success
+    agent = sandbox.gateway.store.get(store.get(ids[0]).elevenlabs_agent_id)
+    agent["conversation_config"]["agent"]["first_message"] = "Edited in the dashboard."
+    sandbox.gateway.store.put(agent)
+
+    checks = check_results(execute_run_request(instance, range_request(ids, checks_only=True)))
+    repaired = execute_run_request(instance, dg.RunRequest(asset_selection=[persona_agent.key], tags=range_request(ids).tags))
+
+    assert not checks[MATCHES].passed and "first_message" in checks[MATCHES].description
+    metadata = latest_metadata(instance, str(ids[0]))
+    assert repaired.success and metadata["outcome"] == "updated"
+    assert metadata["differed_on_elevenlabs"] == "conversation_config.agent.first_message"

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -26,6 +24,8 @@ from persona_agents_pipeline.elevenlabs.errors import (
 )
 from persona_agents_pipeline.elevenlabs.rate_limit import RequestLimiter
 
+from http_helpers import RecordingServer, scripted_server
+
 KEY = "sandbox-test-key"
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05}
 
@@ -34,49 +34,12 @@ def _client(sandbox, key=KEY, **options) -> ElevenLabsClient:
     return ElevenLabsClient(key, sandbox.url, **{**FAST, **options})
 
 
-class ScriptedServer:
-    """Answers requests with a fixed script of (status, body, headers), recording what it got."""
-
-    def __init__(self, script: list[tuple[int, str, dict[str, str]]]) -> None:
-        self.script = list(script)
-        self.requests: list[tuple[str, str]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _answer(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.requests.append((self.command, self.path))
-                status, body, headers = outer.script.pop(0)
-                payload = body.encode()
-                self.send_response(status)
-                for name, value in {"Content-Length": str(len(payload)), **headers}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = _answer
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @pytest.fixture
 def scripted():
-    servers: list[ScriptedServer] = []
+    servers: list[RecordingServer] = []
 
     def make(*script):
-        server = ScriptedServer(list(script))
+        server = scripted_server(list(script))
         servers.append(server)
         return ElevenLabsClient(KEY, server.url, **FAST), server
 

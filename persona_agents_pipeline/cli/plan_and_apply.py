@@ -14,7 +14,15 @@ from ..store import PersonaNotFoundError
 from .common import confirm_or_refuse, friendly_errors, load_settings, open_store, out, progress_bar, provisioning_service
 
 
+def _print_skipped(plan: Plan) -> None:
+    if plan.skipped:
+        out.print(f"Skipped {len(plan.skipped)} listed agent(s) of unexpected shape (left as they are):")
+    for agent in plan.skipped:
+        out.print(f"  {plain(str(agent))}", markup=False, soft_wrap=True)
+
+
 def _print_plan(plan: Plan) -> None:
+    _print_skipped(plan)
     if not plan.changes:
         out.print(f"No changes: {plan.in_sync} persona(s) in sync.")
         return
@@ -65,6 +73,7 @@ def apply_command(yes: bool) -> None:
     done = Counter(result.change.action.value for result in results if result.ok)
     failed = [result for result in results if not result.ok]
     out.print("Applied: " + ", ".join(f"{count} {action}" for action, count in sorted(done.items())) + f"; {len(failed)} failed.")
+    _print_skipped(plan)
     for result in results:
         if result.change.action is Action.DELETE or not result.ok:
             status = "ok" if result.ok else "failed"

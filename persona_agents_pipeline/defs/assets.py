@@ -94,6 +94,7 @@ def partition_metadata(
         "dashboard": dg.MetadataValue.url(dashboard_url(agent_id)),
         "force": dg.MetadataValue.bool(force),
         "history": dg.MetadataValue.md(history_table(history)),
+        **({"differed_on_elevenlabs": dg.MetadataValue.text(", ".join(result.differences))} if result.differences else {}),
     }
 
 

@@ -1,4 +1,4 @@
-"""Asset checks on persona_agent: the remote agent exists, and its voice and prompt match the persona's traits.
+"""Asset checks on persona_agent: the remote agent exists, and every field the project sets matches the traits.
 
 The checks are partitioned like persona_agent, so each persona holds its own result: a persona whose agent
 is gone or drifted stays failing on its partition until it is repaired, whatever runs for other personas.
@@ -105,7 +105,7 @@ def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str 
             MATCHES,
             asset=persona_agent,
             partitions_def=personas_partitions,
-            description="The agent's voice and prompt match what the persona's current traits produce. "
+            description="The agent on ElevenLabs matches every field the persona's current traits set. "
             f"{PLAN_HINT}",
         ),
     ],

@@ -15,6 +15,8 @@ Retry policy, and why:
   prove nothing was created are retried: 429, and connections that were never
   made. Everything else is raised; `error.ambiguous` tells the caller to look
   for the agent before creating it again.
+* Every exchange has a total deadline inside the budget slot's lease, and redirects are followed only
+  within the configured origin (transport.py).
 
 The API key never appears in logs, exception text or reprs.
 """
@@ -27,29 +29,39 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import requests
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 
 from ..config import DEFAULT_BASE_URL, clean_api_key, validate_base_url
 from .errors import (
     ApiConnectionError,
-    ApiTimeoutError,
     AuthenticationError,
     ElevenLabsError,
     MalformedResponseError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
+    RedirectRefusedError,
     ServerError,
     error_from_response,
 )
 from .budget import PLAN_CONCURRENCY, SharedBudget
+from .listing import SkippedAgent, skipped_summary
 from .rate_limit import RequestLimiter
+from .transport import (
+    MAX_REDIRECTS,
+    DeadlineWatch,
+    new_session,
+    next_location,
+    redirect_refusal,
+    request_deadline,
+    transport_error,
+)
 
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+# Connect, send and the whole answer of one exchange; shortened to fit inside the budget's lease.
+DEFAULT_DEADLINE = 35.0
 MAX_RETRY_AFTER = 60.0
 CONCURRENCY_CODES = frozenset({"concurrent_limit_exceeded", "too_many_concurrent_requests"})
 RATE_CODE = "rate_limit_exceeded"
@@ -86,24 +98,6 @@ class ConnectionReport:
         return not self.problems
 
 
-def _never_connected(exc: BaseException) -> bool:
-    """True when urllib3 failed before a connection existed, so no byte was sent."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        # NewConnectionError (refused, DNS) subclasses ConnectTimeoutError in urllib3 2.
-        if isinstance(current, (urllib3.exceptions.ConnectTimeoutError, requests.exceptions.ConnectTimeout)):
-            return True
-        # `reason` is an exception on urllib3's errors but a string on ssl.SSLError.
-        linked = [getattr(current, "reason", None), current.__cause__, current.__context__, *current.args]
-        pending.extend(link for link in linked if isinstance(link, BaseException))
-    return False
-
-
 class ElevenLabsClient:
     def __init__(
         self,
@@ -111,6 +105,7 @@ class ElevenLabsClient:
         base_url: str = DEFAULT_BASE_URL,
         *,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
         limiter: RequestLimiter | SharedBudget | None = None,
         max_attempts: int = 5,
         backoff_base: float = 0.5,
@@ -123,6 +118,7 @@ class ElevenLabsClient:
         self._api_key = clean_api_key(api_key)
         self.base_url = validate_base_url(base_url, "the ElevenLabs base URL")
         self.timeout = timeout
+        self.deadline = request_deadline(deadline, getattr(limiter, "lease_seconds", None))
         self.limiter = limiter
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -130,12 +126,7 @@ class ElevenLabsClient:
         self._discovery_lock = threading.Lock()
         self._discovered = False
         pool_size = max(10, limiter.max_concurrent or 0) if limiter else 10
-        self._session = requests.Session()
-        # max_retries=0: retries are decided here, where we know whether a method is safe to repeat.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers["Accept"] = "application/json"
+        self._session = new_session(pool_size)
 
     def __repr__(self) -> str:
         return f"ElevenLabsClient(base_url={self.base_url!r}, api_key=***)"
@@ -167,7 +158,11 @@ class ElevenLabsClient:
     def delete_agent(self, agent_id: str) -> None:
         self._request("DELETE", f"/v1/convai/agents/{agent_id}", expect_json=False)
 
-    def list_agents(self, search: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
+    def list_agents(
+        self, search: str | None = None, page_size: int = 100, *,
+        on_skipped: Callable[[SkippedAgent], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every listed agent of a usable shape; the others go to `on_skipped` (by default: a warning)."""
         params: dict[str, Any] = {"page_size": page_size}
         if search:
             params["search"] = search
@@ -177,7 +172,14 @@ class ElevenLabsClient:
             agents = page.get("agents") if isinstance(page, dict) else None
             if not isinstance(agents, list) or not isinstance(page.get("has_more"), bool):
                 raise MalformedResponseError("agent list lacks 'agents' or 'has_more'")
-            yield from agents
+            for agent in agents:
+                skipped = skipped_summary(agent)
+                if skipped is None:
+                    yield agent
+                elif on_skipped is not None:
+                    on_skipped(skipped)
+                else:
+                    logger.warning("skipped an agent of unexpected shape in the agent list: %s", skipped)
             cursor = page.get("next_cursor")
             if not page["has_more"]:
                 return
@@ -257,9 +259,9 @@ class ElevenLabsClient:
             ))
         except ElevenLabsError as exc:
             report.reachable = True
-            report.problems.append(ConnectionProblem(
-                f"Listing agents failed: {exc}", "Retry later; check status.elevenlabs.io if it persists."
-            ))
+            fix = ("Set ELEVENLABS_BASE_URL to the API's own address (https://api.elevenlabs.io or your region's)."
+                   if isinstance(exc, RedirectRefusedError) else "Retry later; check status.elevenlabs.io if it persists.")
+            report.problems.append(ConnectionProblem(f"Listing agents failed: {exc}", fix))
             return report
         else:
             report.reachable = report.authenticated = report.can_read_agents = True
@@ -320,15 +322,13 @@ class ElevenLabsClient:
         started = time.monotonic()
         limiter_slot = self.limiter.slot() if self.limiter else nullcontext()
         failure: ApiConnectionError | None = None
+        watch = DeadlineWatch(self.deadline)
         try:
-            with limiter_slot:
-                response = self._session.request(
-                    method, self.base_url + path, timeout=self.timeout,
-                    headers={"xi-api-key": self._api_key}, **kwargs,
-                )
+            with limiter_slot, watch:
+                response = self._exchange(method, path, **kwargs)
         except requests.exceptions.RequestException as exc:
             logger.debug("%s %s -> %s after %.3fs", method, path, type(exc).__name__, time.monotonic() - started)
-            failure = self._transport_error(method, path, exc)
+            failure = transport_error(f"{method} {path}", exc, self.base_url, self.deadline if watch.expired else None)
         if failure is not None:
             # Raised outside the `except`, so nothing is chained: some transport errors (e.g. requests'
             # InvalidHeader) quote request headers, and chained errors end up in Dagster's event log.
@@ -339,23 +339,21 @@ class ElevenLabsClient:
         logger.debug("%s %s -> %s in %.3fs", method, path, response.status_code, time.monotonic() - started)
         return response
 
-    def _transport_error(self, method: str, path: str, exc: requests.exceptions.RequestException) -> ApiConnectionError:
-        if isinstance(exc, requests.exceptions.SSLError):
-            return ApiConnectionError(
-                f"{method} {path}: TLS handshake with {self.base_url} failed; check ELEVENLABS_BASE_URL "
-                "(https:// against a plain-HTTP server?) and the system's certificates",
-                request_sent=False,
-            )
-        if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return ApiTimeoutError(f"{method} {path}: connect timeout to {self.base_url}", request_sent=False)
-        if isinstance(exc, requests.exceptions.Timeout):
-            return ApiTimeoutError(f"{method} {path}: read timeout, request may have been processed", request_sent=True)
-        if _never_connected(exc):
-            return ApiConnectionError(f"{method} {path}: could not connect to {self.base_url}", request_sent=False)
-        return ApiConnectionError(
-            f"{method} {path}: connection lost, request may have been processed ({type(exc).__name__})",
-            request_sent=True,
-        )
+    def _exchange(self, method: str, path: str, *, params: Any = None, json: Any = None) -> requests.Response:
+        """The request and the redirects it may follow (same origin only; see transport.py)."""
+        url = self.base_url + path
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._session.request(method, url, params=params, json=json, timeout=self.timeout,
+                                             headers={"xi-api-key": self._api_key}, allow_redirects=False)
+            if not 300 <= response.status_code < 400:
+                return response
+            target = next_location(response, url)
+            response.close()
+            refusal = redirect_refusal(method, response.status_code, target, self.base_url)
+            if refusal is not None:
+                raise RedirectRefusedError(f"{method} {path}: {refusal}", status_code=response.status_code)
+            url, params = target, None  # the Location carries its own query
+        raise RedirectRefusedError(f"{method} {path}: more than {MAX_REDIRECTS} redirects; not followed further")
 
     def _request(
         self,

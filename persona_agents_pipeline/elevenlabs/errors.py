@@ -101,6 +101,11 @@ class ApiTimeoutError(ApiConnectionError):
     """Connect timeout (request_sent=False) or read timeout (request_sent=True)."""
 
 
+class RedirectRefusedError(ElevenLabsError):
+    """A 3xx answer that is not followed: to another origin, or one that would change the method. Nothing
+    was done where the request was sent, and nothing was sent where the redirect points."""
+
+
 class MalformedResponseError(ElevenLabsError):
     """A 2xx answer that is not JSON or lacks required fields."""
 

@@ -157,6 +157,8 @@ class Endpoints:
             "created_at_unix_secs": a["metadata"]["created_at_unix_secs"], "access_info": a["access_info"],
             "last_call_time_unix_secs": None, "archived": bool(a["platform_settings"].get("archived")),
         } for a in agents]
+        if after is None:
+            summaries += self.config.malformed_list_items
         return Reply(200, {"agents": summaries, "next_cursor": next_cursor, "has_more": next_cursor is not None})
 
     # ---- voices -------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .protocol import RAW_BODY_PREFIX, Reply, error_reply, internal_error_reply, invalid_key_reply
 
@@ -35,6 +36,16 @@ class SandboxConfig:
     # (current-/maximum-concurrent-requests on every answer), "user" (GET /v1/user
     # subscription_extras.concurrency), "both", or "none" (then /v1/user shows only the plan).
     announce_limit: str = "user"
+    # Every API request is answered redirect_status (301, 302, 303, 307 or 308) with the Location
+    # redirect_to + MOVED_PREFIX + its path and query; the sandbox serves paths under MOVED_PREFIX as usual,
+    # so a redirect_to naming the sandbox itself makes a redirect within one origin.
+    redirect_status: int | None = None
+    redirect_to: str | None = None
+    # Answers are written one byte every drip_interval seconds (only to drip_method requests, when set).
+    drip_interval: float = 0.0
+    drip_method: str | None = None
+    # Items of unexpected shape added to the first page of every agent list (searches included).
+    malformed_list_items: list[Any] = field(default_factory=list)
     seed: int | None = None
 
 
@@ -55,6 +66,17 @@ class Dice:
             return False
         with self._lock:
             return self._rng.random() < probability
+
+
+MOVED_PREFIX = "/moved"
+
+
+def redirect_reply(config: SandboxConfig, path: str, query: str) -> Reply | None:
+    """The configured redirect of an API request, or None to answer it here."""
+    if not config.redirect_status or not config.redirect_to:
+        return None
+    location = config.redirect_to.rstrip("/") + MOVED_PREFIX + path + (f"?{query}" if query else "")
+    return Reply(config.redirect_status, {"detail": "moved"}, {"Location": location})
 
 
 def server_error_reply(dice: Dice, request_id: str) -> Reply:

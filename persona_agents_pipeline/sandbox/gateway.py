@@ -20,7 +20,7 @@ from typing import Any, Callable
 from . import data
 from .agent_store import AgentStore
 from .endpoints import Endpoints
-from .faults import Dice, SandboxConfig, search_fault_reply, server_error_reply
+from .faults import MOVED_PREFIX, Dice, SandboxConfig, redirect_reply, search_fault_reply, server_error_reply
 from .protocol import DROP, Query, QueryError, Reply, error_reply, invalid_key_reply, unprocessable
 
 CONCURRENCY_MESSAGE = (
@@ -83,6 +83,8 @@ class SandboxGateway:
                client_ip: str) -> Reply:
         if path.startswith("/_sandbox/"):
             return self._admin(method, path, body, client_ip)
+        moved = path.startswith(MOVED_PREFIX + "/")  # the second leg of a redirect: served, not redirected again
+        path = path.removeprefix(MOVED_PREFIX) if moved else path
         arrived = time.monotonic()
         request_id = uuid.uuid4().hex
         reply = DROP
@@ -99,19 +101,28 @@ class SandboxGateway:
             else:
                 if self.config.latency > 0:
                     time.sleep(self.config.latency)
-                reply = self._authorised(method, path, Query(query), headers, body, request_id)
+                reply = (None if moved else redirect_reply(self.config, path, query)) or self._authorised(
+                    method, path, Query(query), headers, body, request_id)
             if reply is not DROP:
                 reply.headers.setdefault("x-trace-id", request_id)
                 self._announce(reply, in_flight_seen)
+                if self.config.drip_interval > 0 and self.config.drip_method in (None, method):
+                    reply.drip_interval = self.config.drip_interval
+                    reply.after_written = lambda: self._finished(arrived, method, path, reply)
             return reply
         finally:
-            # Released before the transport writes the answer, so a client that starts its next
-            # request as soon as it reads this one never finds us still counting the old one.
-            with self._lock:
-                self._in_flight -= 1
-                status = reply.status or None
-                self._status_counts[str(status) if status else "dropped"] += 1
-                self._log.append(RequestRecord(arrived, method, path, status))
+            if not reply.after_written:
+                self._finished(arrived, method, path, reply)
+
+    def _finished(self, arrived: float, method: str, path: str, reply: Reply) -> None:
+        """Stops counting the request: before the transport writes an ordinary answer, so a client that starts
+        its next request as soon as it reads this one never finds us still counting the old one; after it
+        wrote a dripped one, which keeps the request in flight all along."""
+        with self._lock:
+            self._in_flight -= 1
+            status = reply.status or None
+            self._status_counts[str(status) if status else "dropped"] += 1
+            self._log.append(RequestRecord(arrived, method, path, status))
 
     # ---- limits -------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ for bad query parameters (reference §4)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from .validation import issue
@@ -15,6 +15,9 @@ class Reply:
     status: int
     body: Any = None  # JSON-serialisable, or None for an empty body
     headers: dict[str, str] = field(default_factory=dict)
+    drip_interval: float = 0.0  # seconds between the body's bytes (a slow answer)
+    # Called once the answer is written, when the gateway counts the request until then (a dripped answer).
+    after_written: Callable[[], None] | None = None
 
 
 DROP = Reply(status=0)  # sentinel: close the connection without a response

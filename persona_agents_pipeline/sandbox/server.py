@@ -25,6 +25,11 @@ CLI entry point (the ``persona-agents sandbox`` command calls this)::
         search_fault: str | None = None,          # adoption searches fail: non_json, 400, 401, 429 or timeout
         search_fault_rate: float = 1.0,           # ... for this fraction of searches
         search_timeout_seconds: float = 2.0,      # how long a "timeout" search keeps the client waiting
+        redirect_status: int | None = None,       # answer every API request with this redirect ...
+        redirect_to: str | None = None,           # ... to this base URL + /moved + the path (served here)
+        drip_interval: float = 0.0,               # write answers one byte every this many seconds ...
+        drip_method: str | None = None,           # ... only to this method's requests, when set
+        malformed_list_items: list = [],          # items of unexpected shape added to agent lists
         seed: int | None = None,                  # makes the faults reproducible
         on_ready: Callable[[str], None] | None = None,  # called with the base URL once listening
     ) -> None                                     # serves until KeyboardInterrupt
@@ -38,9 +43,11 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -83,15 +90,39 @@ class _Handler(BaseHTTPRequestHandler):
             # Created (maybe) but never answered: the client sees the connection close.
             self.close_connection = True
             return
-        payload = _encode(reply.body) if reply.body is not None and reply.status != 204 else b""
-        self.send_response(reply.status)
-        if payload:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            payload = _encode(reply.body) if reply.body is not None and reply.status != 204 else b""
+            self.send_response(reply.status)
+            if payload:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if reply.drip_interval:
+                self._drip(payload, reply.drip_interval)
+            else:
+                self.wfile.write(payload)
+        finally:
+            if reply.after_written:
+                reply.after_written()
+
+    def _drip(self, payload: bytes, interval: float) -> None:
+        """Write the body a byte every `interval` seconds, until the client hangs up (seen at once)."""
+        for index in range(len(payload)):
+            readable, _, _ = select.select([self.connection], [], [], interval)
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        break
+                except OSError:
+                    break
+                time.sleep(interval)
+            try:
+                self.wfile.write(payload[index:index + 1])
+            except OSError:
+                break
+        self.close_connection = True
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _serve
 
