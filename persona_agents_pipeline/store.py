@@ -22,12 +22,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import ConfigurationError
+from .installation import require_known_installation
 from .migrations.change_log import VERSION_TABLE
 from .models import AgentEvent, Persona, PersonaChange, utcnow
 from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-INSTALLATION_TABLE = "persona_agents_installation"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 # The persona's own fields, in validate_persona's order; everything else belongs to its agent.
 EDITABLE_FIELDS = ("name", "temper_level", "chattiness", "emotional_attachment", "description")
@@ -120,6 +120,18 @@ def _adopt_legacy_version_row(connection, config: Config) -> None:
         connection.execute(text("DROP TABLE alembic_version"))
 
 
+def _birth(persona_id: int):
+    """The birth (migrations/change_log.py birth_of) of the persona that has this id now, as a subquery."""
+    inserted = select(func.max(PersonaChange.seq)).where(PersonaChange.persona_id == persona_id, PersonaChange.change == "insert")
+    return func.coalesce(inserted.scalar_subquery(), 0)
+
+
+def _event(persona_id: int, agent_id: str | None, action: str, reason: str, at: datetime) -> AgentEvent:
+    """A history entry about the persona that has this id now, not an earlier one given the same id."""
+    return AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=at,
+                      persona_birth=_birth(persona_id))
+
+
 class PersonaStore:
     def __init__(self, database_url: str):
         self.database_url = _normalise_url(database_url)
@@ -152,18 +164,14 @@ class PersonaStore:
         return [] if before == after else [after]
 
     def installation_id(self) -> str:
-        """The id `db upgrade` gave this database; it names the installation in every identity tag."""
+        """The id `db upgrade` gave this database; it names the installation in every identity tag.
+
+        Raises InstallationError (a ConfigurationError saying what to run) where the database cannot say
+        which installation it is: a copy of another database, a missing or invalid row. Every use of the
+        id comes through here, so no agent work starts on such a database."""
         if self._installation_id is None:
-            try:
-                with self.session() as session:
-                    found = session.scalar(text(f"SELECT installation_id FROM {INSTALLATION_TABLE}"))
-            except sqlalchemy.exc.DBAPIError:
-                found = None
-            if not found:
-                raise SchemaOutOfDateError(
-                    "this database has no installation id yet; run `persona-agents db upgrade` first"
-                )
-            self._installation_id = found
+            with self.engine.begin() as connection:
+                self._installation_id = require_known_installation(connection)
         return self._installation_id
 
     @staticmethod
@@ -367,7 +375,7 @@ class PersonaStore:
             )
             if result.rowcount != 1:
                 return False
-            session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=now))
+            session.add(_event(persona_id, agent_id, action, reason, now))
             return True
 
     def forget_agent(self, persona_id: int, agent_id: str, reason: str) -> bool:
@@ -380,12 +388,12 @@ class PersonaStore:
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount == 1:
-                session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action="lost", reason=reason, at=utcnow()))
+                session.add(_event(persona_id, agent_id, "lost", reason, utcnow()))
             return result.rowcount == 1
 
     def record_event(self, persona_id: int, agent_id: str | None, action: str, reason: str) -> None:
         with self.session() as session:
-            session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=utcnow()))
+            session.add(_event(persona_id, agent_id, action, reason, utcnow()))
 
     def history(self, persona_id: int) -> list[AgentEvent]:
         if not 0 < persona_id <= MAX_PERSONA_ID:
@@ -393,7 +401,9 @@ class PersonaStore:
         with self.session() as session:
             return list(
                 session.scalars(
-                    select(AgentEvent).where(AgentEvent.persona_id == persona_id).order_by(AgentEvent.at, AgentEvent.id)
+                    select(AgentEvent)
+                    .where(AgentEvent.persona_id == persona_id, AgentEvent.persona_birth == _birth(persona_id))
+                    .order_by(AgentEvent.at, AgentEvent.id)
                 )
             )
 
