@@ -6,6 +6,7 @@ so concurrent writers queue on the busy timeout instead of failing with "databas
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -213,7 +214,7 @@ class PersonaStore:
         """Change some of a persona's fields. The persona as it would be is validated first, so a bad value
         changes nothing; returns the persona as saved."""
         with self.session() as session:
-            persona = session.get(Persona, persona_id, with_for_update=True)
+            persona = session.get(Persona, persona_id, with_for_update=True) if self._may_exist(persona_id) else None
             if persona is None:
                 raise PersonaNotFoundError(persona_id)
             merged = {field: changes.get(field, getattr(persona, field)) for field in EDITABLE_FIELDS}
@@ -225,14 +226,26 @@ class PersonaStore:
     def delete_persona(self, persona_id: int) -> None:
         """Delete the persona row; its agent history stays (see `history`)."""
         with self.session() as session:
-            if session.execute(delete(Persona).where(Persona.id == persona_id)).rowcount == 0:
+            if not self._may_exist(persona_id) or session.execute(delete(Persona).where(Persona.id == persona_id)).rowcount == 0:
                 raise PersonaNotFoundError(persona_id)
+
+    @functools.cached_property
+    def max_persona_id(self) -> int:
+        """The largest id `personas.id` can hold here (PostgreSQL's integer stops at 2**31-1): a larger id
+        names no persona, and asking the database for it would fail with an overflow instead."""
+        types = [column["type"] for column in inspect(self.engine).get_columns(Persona.__tablename__) if column["name"] == "id"]
+        if self.dialect == "postgresql" and types and not isinstance(types[0], sqlalchemy.BigInteger):
+            return 2**15 - 1 if isinstance(types[0], sqlalchemy.SmallInteger) else 2**31 - 1
+        return MAX_PERSONA_ID
+
+    def _may_exist(self, persona_id: int) -> bool:
+        return 0 < persona_id <= self.max_persona_id
 
     def has_personas_table(self) -> bool:
         return inspect(self.engine).has_table(Persona.__tablename__)
 
     def get(self, persona_id: int) -> Persona | None:
-        if not 0 < persona_id <= MAX_PERSONA_ID:  # beyond any id column; SQLite would overflow on it
+        if not self._may_exist(persona_id):
             return None
         with self.session() as session:
             return session.get(Persona, persona_id)
@@ -396,7 +409,7 @@ class PersonaStore:
             session.add(_event(persona_id, agent_id, action, reason, utcnow()))
 
     def history(self, persona_id: int) -> list[AgentEvent]:
-        if not 0 < persona_id <= MAX_PERSONA_ID:
+        if not self._may_exist(persona_id):
             return []
         with self.session() as session:
             return list(
