@@ -18,13 +18,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, inspect, literal_column, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import ConfigurationError
 from .installation import require_known_installation
-from .migrations.change_log import VERSION_TABLE
+from .migrations.change_log import VERSION_TABLE, birth_of
 from .models import AgentEvent, Persona, PersonaChange, utcnow
 from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
 
@@ -121,10 +121,9 @@ def _adopt_legacy_version_row(connection, config: Config) -> None:
         connection.execute(text("DROP TABLE alembic_version"))
 
 
-def _birth(persona_id: int):
-    """The birth (migrations/change_log.py birth_of) of the persona that has this id now, as a subquery."""
-    inserted = select(func.max(PersonaChange.seq)).where(PersonaChange.persona_id == persona_id, PersonaChange.change == "insert")
-    return func.coalesce(inserted.scalar_subquery(), 0)
+def _birth(persona_id: Any):
+    """The birth (migrations/change_log.py birth_of) of the persona that has this id now: an SQL expression."""
+    return literal_column(birth_of(str(persona_id) if isinstance(persona_id, int) else persona_id))
 
 
 def _event(persona_id: int, agent_id: str | None, action: str, reason: str, at: datetime) -> AgentEvent:
@@ -231,8 +230,7 @@ class PersonaStore:
 
     @functools.cached_property
     def max_persona_id(self) -> int:
-        """The largest id `personas.id` can hold here (PostgreSQL's integer stops at 2**31-1): a larger id
-        names no persona, and asking the database for it would fail with an overflow instead."""
+        """The largest id `personas.id` holds here (PostgreSQL's integer: 2**31-1); larger ids name no persona."""
         types = [column["type"] for column in inspect(self.engine).get_columns(Persona.__tablename__) if column["name"] == "id"]
         if self.dialect == "postgresql" and types and not isinstance(types[0], sqlalchemy.BigInteger):
             return 2**15 - 1 if isinstance(types[0], sqlalchemy.SmallInteger) else 2**31 - 1
@@ -419,6 +417,21 @@ class PersonaStore:
                     .order_by(AgentEvent.at, AgentEvent.id)
                 )
             )
+
+    def agents_of_earlier_personas(self, persona_id: int | None = None) -> set[tuple[int, str]]:
+        """(persona id, agent id) of agents the history records only for an earlier persona with the id
+        (SQLite hands a deleted persona's id to the next insert): never agents of the persona that has the
+        id now, nor to be adopted by it. Only `persona_id`'s when given."""
+        query = (
+            select(AgentEvent.persona_id, AgentEvent.agent_id)
+            .where(AgentEvent.agent_id.is_not(None))
+            .group_by(AgentEvent.persona_id, AgentEvent.agent_id)
+            .having(func.max(AgentEvent.persona_birth) < _birth(f"{AgentEvent.__tablename__}.persona_id"))
+        )
+        if persona_id is not None:
+            query = query.where(AgentEvent.persona_id == persona_id)
+        with self.session() as session:
+            return {(row[0], row[1]) for row in session.execute(query)}
 
     # ---- change log -----------------------------------------------------------------------------
 
