@@ -101,6 +101,9 @@ def test_a_copy_refuses_every_destructive_and_adopting_operation_until_told(prod
     before = agents_of(sandbox, installation_id)
     assert len(before) == 4
 
+    # A restored copy is usually upgraded first: that says what it is, at once.
+    upgraded = cli(staging_env, "db", "upgrade")
+    assert upgraded.exit_code == 0 and COPY_REFUSED in " ".join(upgraded.output.split())
     # On the copy: an edit (a row change, allowed), then everything that would act on the agents.
     edited = cli(staging_env, "personas", "edit", "1", "--name", "Staging Name", "--temper-level", "0.99")
     assert edited.exit_code == 0, edited.output

@@ -18,7 +18,8 @@ from ..installation import (
     start_new_installation,
 )
 from ..store import PersonaStore
-from .common import confirm_or_refuse, friendly_errors, load_settings, open_store, out, require_api_key
+from ..display import markup_safe
+from .common import confirm_or_refuse, console, friendly_errors, load_settings, open_store, out, require_api_key
 
 RESTART = "Restart the processes that use this database (Dagster, the application) so they read it."
 
@@ -43,6 +44,15 @@ def start_new_installation_command(store: PersonaStore, yes: bool) -> None:
         out.print(f"{renamed.disowned} persona(s) no longer record the agents they copied, which stay with installation "
                   f"{renamed.old_id}; `persona-agents create-missing-agents` (or `apply`) gives them agents of their own.")
     out.print(RESTART)
+
+
+def warn_unless_known_installation(store: PersonaStore) -> None:
+    """After `db upgrade`: say at once when the database cannot tell which installation it is (a restored
+    copy is usually upgraded first), rather than at the first command that needs it."""
+    try:
+        store.installation_id()
+    except InstallationError as exc:
+        console.print(f"[yellow]Warning:[/] {markup_safe(str(exc))}")
 
 
 @click.group()

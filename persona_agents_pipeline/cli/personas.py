@@ -23,7 +23,7 @@ from .common import (
     provisioning_service,
     yes_option,
 )
-from .installation import start_new_installation_command
+from .installation import start_new_installation_command, warn_unless_known_installation
 
 
 @click.group()
@@ -44,6 +44,8 @@ def db_upgrade(new_installation: bool, yes: bool) -> None:
     out.print(f"Applied {', '.join(applied)}." if applied else "Schema is up to date; nothing to do.")
     if new_installation:
         start_new_installation_command(store, yes)
+    else:
+        warn_unless_known_installation(store)
 
 
 @click.group()
