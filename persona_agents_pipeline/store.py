@@ -213,7 +213,7 @@ class PersonaStore:
         """Change some of a persona's fields. The persona as it would be is validated first, so a bad value
         changes nothing; returns the persona as saved."""
         with self.session() as session:
-            persona = session.get(Persona, persona_id, with_for_update=True) if self._may_exist(persona_id) else None
+            persona = session.get(Persona, persona_id, with_for_update=True) if 0 < persona_id <= self.max_persona_id else None
             if persona is None:
                 raise PersonaNotFoundError(persona_id)
             merged = {field: changes.get(field, getattr(persona, field)) for field in EDITABLE_FIELDS}
@@ -225,7 +225,8 @@ class PersonaStore:
     def delete_persona(self, persona_id: int) -> None:
         """Delete the persona row; its agent history stays (see `history`)."""
         with self.session() as session:
-            if not self._may_exist(persona_id) or session.execute(delete(Persona).where(Persona.id == persona_id)).rowcount == 0:
+            found = 0 < persona_id <= self.max_persona_id
+            if not found or session.execute(delete(Persona).where(Persona.id == persona_id)).rowcount == 0:
                 raise PersonaNotFoundError(persona_id)
 
     @functools.cached_property
@@ -236,14 +237,11 @@ class PersonaStore:
             return 2**15 - 1 if isinstance(types[0], sqlalchemy.SmallInteger) else 2**31 - 1
         return MAX_PERSONA_ID
 
-    def _may_exist(self, persona_id: int) -> bool:
-        return 0 < persona_id <= self.max_persona_id
-
     def has_personas_table(self) -> bool:
         return inspect(self.engine).has_table(Persona.__tablename__)
 
     def get(self, persona_id: int) -> Persona | None:
-        if not self._may_exist(persona_id):
+        if not 0 < persona_id <= self.max_persona_id:
             return None
         with self.session() as session:
             return session.get(Persona, persona_id)
@@ -407,13 +405,15 @@ class PersonaStore:
             session.add(_event(persona_id, agent_id, action, reason, utcnow()))
 
     def history(self, persona_id: int) -> list[AgentEvent]:
-        if not self._may_exist(persona_id):
+        if not 0 < persona_id <= self.max_persona_id:
             return []
         with self.session() as session:
             return list(
                 session.scalars(
                     select(AgentEvent)
-                    .where(AgentEvent.persona_id == persona_id, AgentEvent.persona_birth == _birth(persona_id))
+                    # No birth: written by an older version during an upgrade; taken as the current persona's.
+                    .where(AgentEvent.persona_id == persona_id,
+                           (AgentEvent.persona_birth == _birth(persona_id)) | AgentEvent.persona_birth.is_(None))
                     .order_by(AgentEvent.at, AgentEvent.id)
                 )
             )
