@@ -66,8 +66,9 @@ MAX_CREDENTIALS_BYTES = 64 * 1024  # a key file is a few lines; anything larger 
 def _read_regular_file(path: Path) -> bytes:
     """The file's bytes, refusing anything but a regular file. Opened without blocking and checked on the
     open descriptor: a FIFO would otherwise hang every command until something writes to it."""
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
-        mode = os.fstat(file.fileno()).st_mode
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(descriptor).st_mode
         if stat.S_ISDIR(mode):
             raise ConfigurationError(f"credentials file {path} is a directory; point PERSONA_AGENTS_CREDENTIALS_FILE at a file")
         if not stat.S_ISREG(mode):
@@ -81,7 +82,10 @@ def _read_regular_file(path: Path) -> bytes:
                 f"credentials file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
                 f"run `chmod 600 {path}` and try again"
             )
-        content = file.read(MAX_CREDENTIALS_BYTES + 1)
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            content = file.read(MAX_CREDENTIALS_BYTES + 1)
+    finally:
+        os.close(descriptor)
     if len(content) > MAX_CREDENTIALS_BYTES:
         raise ConfigurationError(f"credentials file {path} is larger than {MAX_CREDENTIALS_BYTES // 1024} KiB; it is not a key file")
     return content
