@@ -60,19 +60,41 @@ def clean_api_key(raw: str | None, source: str = "the ElevenLabs API key") -> st
     return key or None
 
 
+MAX_CREDENTIALS_BYTES = 64 * 1024  # a key file is a few lines; anything larger is the wrong file
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The file's bytes, refusing anything but a regular file. Opened without blocking and checked on the
+    open descriptor: a FIFO would otherwise hang every command until something writes to it."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigurationError(f"credentials file {path} is a directory; point PERSONA_AGENTS_CREDENTIALS_FILE at a file")
+        if not stat.S_ISREG(mode):
+            raise ConfigurationError(
+                f"credentials file {path} is not a regular file (a FIFO, socket or device); "
+                "point PERSONA_AGENTS_CREDENTIALS_FILE at a file holding ELEVENLABS_API_KEY=..."
+            )
+        # Like ssh with private keys: a secret that others can read is refused, not silently used.
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigurationError(
+                f"credentials file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+                f"run `chmod 600 {path}` and try again"
+            )
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            content = file.read(MAX_CREDENTIALS_BYTES + 1)
+    finally:
+        os.close(descriptor)
+    if len(content) > MAX_CREDENTIALS_BYTES:
+        raise ConfigurationError(f"credentials file {path} is larger than {MAX_CREDENTIALS_BYTES // 1024} KiB; it is not a key file")
+    return content
+
+
 def _credentials_lines(path: Path) -> list[str]:
-    if path.is_dir():
-        raise ConfigurationError(f"credentials file {path} is a directory; point PERSONA_AGENTS_CREDENTIALS_FILE at a file")
-    mode = path.stat().st_mode
-    # Like ssh with private keys: a secret that others can read is refused, not silently used.
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigurationError(
-            f"credentials file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
-            f"run `chmod 600 {path}` and try again"
-        )
     try:
         # utf-8-sig: editors on Windows start the file with a byte order mark.
-        return path.read_bytes().decode("utf-8-sig").splitlines()
+        return _read_regular_file(path).decode("utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise ConfigurationError(f"credentials file {path} is not a text file (expected ELEVENLABS_API_KEY=...)") from None
 

@@ -183,10 +183,11 @@ class ExactlyOnce:
 
         Raises whatever the search raises: an unanswered search proves nothing either way.
         """
+        earlier = {agent_id for _, agent_id in self.store.agents_of_earlier_personas(persona_id)}  # not this persona's
         matches = [
             agent
             for agent in self.client.list_agents(search=identity_marker(persona_id))
-            if self.owns(agent, persona_id) and agent.get("agent_id") != exclude
+            if self.owns(agent, persona_id) and agent.get("agent_id") not in {exclude, *earlier}
         ]
         if len(matches) > 1:
             log.warning("persona %s: %d agents carry its identity; keeping the oldest", persona_id, len(matches))

@@ -138,3 +138,6 @@ class AgentEvent(Base):
     action: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The change-log seq of the insert that made the persona this entry is about (migrations/change_log.py
+    # birth_of): a later persona given the same id has another birth, and a history of its own.
+    persona_birth: Mapped[int | None] = mapped_column(Integer)

@@ -155,15 +155,19 @@ class ProvisioningService(ExactlyOnce):
         priority: Priority = Priority.BATCH,
     ) -> "ProvisioningService":
         """`priority`: INTERACTIVE where someone waits for the answer (the Python API), else BATCH."""
+        store = store or PersonaStore(settings.database_url)
+        # Read first: a database that cannot say which installation it is (a copy) is refused before any work.
+        installation_id = store.installation_id()
         if client is None:
             client = build_client(settings, api_key=api_key, priority=priority)
         return cls(
-            store or PersonaStore(settings.database_url),
+            store,
             client,
             settings.voice_catalogue,
             tts_model=settings.tts_model,
             claim_lease=timedelta(seconds=settings.claim_lease_seconds),
             replace_lost_agents=settings.auto_create,
+            installation_id=installation_id,
         )
 
     # ---- desired state --------------------------------------------------------------------------

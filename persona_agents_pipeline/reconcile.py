@@ -146,11 +146,17 @@ def _plan_persona(
 def build_plan(service: ProvisioningService) -> Plan:
     plan = Plan()
     listed, by_persona = _remote_project_agents(service, plan.skipped)
+    earlier = service.store.agents_of_earlier_personas()
     listed.update(agent.agent_id for agent in plan.skipped if agent.agent_id)
     for persona in service.store.iter_personas():
-        changes, in_sync = _plan_persona(service, persona, listed, by_persona.pop(persona.id, []))
-        plan.changes += changes
-        plan.in_sync += in_sync
+        carrying = by_persona.pop(persona.id, [])
+        # An agent of an earlier persona given the same id is an orphan like any other, never this one's.
+        orphans = [PlannedChange(Action.DELETE, persona.id, agent["agent_id"], f"agent of an earlier persona {persona.id}, "
+                                 "which no longer exists") for agent in carrying if (persona.id, agent["agent_id"]) in earlier]
+        carrying = [agent for agent in carrying if (persona.id, agent["agent_id"]) not in earlier]
+        changes, in_sync = _plan_persona(service, persona, listed, carrying)
+        plan.changes += orphans + changes
+        plan.in_sync += in_sync and not orphans
     # What is left carries the identity of personas that no longer exist.
     for persona_id, agents in sorted(by_persona.items()):
         plan.changes += [

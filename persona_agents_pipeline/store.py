@@ -6,6 +6,7 @@ so concurrent writers queue on the busy timeout instead of failing with "databas
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,17 +18,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, inspect, literal_column, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import ConfigurationError
-from .migrations.change_log import VERSION_TABLE
+from .installation import require_known_installation
+from .migrations.change_log import VERSION_TABLE, birth_of
 from .models import AgentEvent, Persona, PersonaChange, utcnow
 from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-INSTALLATION_TABLE = "persona_agents_installation"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 # The persona's own fields, in validate_persona's order; everything else belongs to its agent.
 EDITABLE_FIELDS = ("name", "temper_level", "chattiness", "emotional_attachment", "description")
@@ -120,6 +121,17 @@ def _adopt_legacy_version_row(connection, config: Config) -> None:
         connection.execute(text("DROP TABLE alembic_version"))
 
 
+def _birth(persona_id: Any):
+    """The birth (migrations/change_log.py birth_of) of the persona that has this id now: an SQL expression."""
+    return literal_column(birth_of(str(persona_id) if isinstance(persona_id, int) else persona_id))
+
+
+def _event(persona_id: int, agent_id: str | None, action: str, reason: str, at: datetime) -> AgentEvent:
+    """A history entry about the persona that has this id now, not an earlier one given the same id."""
+    return AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=at,
+                      persona_birth=_birth(persona_id))
+
+
 class PersonaStore:
     def __init__(self, database_url: str):
         self.database_url = _normalise_url(database_url)
@@ -152,18 +164,14 @@ class PersonaStore:
         return [] if before == after else [after]
 
     def installation_id(self) -> str:
-        """The id `db upgrade` gave this database; it names the installation in every identity tag."""
+        """The id `db upgrade` gave this database; it names the installation in every identity tag.
+
+        Raises InstallationError (a ConfigurationError saying what to run) where the database cannot say
+        which installation it is: a copy of another database, a missing or invalid row. Every use of the
+        id comes through here, so no agent work starts on such a database."""
         if self._installation_id is None:
-            try:
-                with self.session() as session:
-                    found = session.scalar(text(f"SELECT installation_id FROM {INSTALLATION_TABLE}"))
-            except sqlalchemy.exc.DBAPIError:
-                found = None
-            if not found:
-                raise SchemaOutOfDateError(
-                    "this database has no installation id yet; run `persona-agents db upgrade` first"
-                )
-            self._installation_id = found
+            with self.engine.begin() as connection:
+                self._installation_id = require_known_installation(connection)
         return self._installation_id
 
     @staticmethod
@@ -205,7 +213,7 @@ class PersonaStore:
         """Change some of a persona's fields. The persona as it would be is validated first, so a bad value
         changes nothing; returns the persona as saved."""
         with self.session() as session:
-            persona = session.get(Persona, persona_id, with_for_update=True)
+            persona = session.get(Persona, persona_id, with_for_update=True) if 0 < persona_id <= self.max_persona_id else None
             if persona is None:
                 raise PersonaNotFoundError(persona_id)
             merged = {field: changes.get(field, getattr(persona, field)) for field in EDITABLE_FIELDS}
@@ -217,14 +225,23 @@ class PersonaStore:
     def delete_persona(self, persona_id: int) -> None:
         """Delete the persona row; its agent history stays (see `history`)."""
         with self.session() as session:
-            if session.execute(delete(Persona).where(Persona.id == persona_id)).rowcount == 0:
+            found = 0 < persona_id <= self.max_persona_id
+            if not found or session.execute(delete(Persona).where(Persona.id == persona_id)).rowcount == 0:
                 raise PersonaNotFoundError(persona_id)
+
+    @functools.cached_property
+    def max_persona_id(self) -> int:
+        """The largest id `personas.id` holds here (PostgreSQL's integer: 2**31-1); larger ids name no persona."""
+        types = [column["type"] for column in inspect(self.engine).get_columns(Persona.__tablename__) if column["name"] == "id"]
+        if self.dialect == "postgresql" and types and not isinstance(types[0], sqlalchemy.BigInteger):
+            return 2**15 - 1 if isinstance(types[0], sqlalchemy.SmallInteger) else 2**31 - 1
+        return MAX_PERSONA_ID
 
     def has_personas_table(self) -> bool:
         return inspect(self.engine).has_table(Persona.__tablename__)
 
     def get(self, persona_id: int) -> Persona | None:
-        if not 0 < persona_id <= MAX_PERSONA_ID:  # beyond any id column; SQLite would overflow on it
+        if not 0 < persona_id <= self.max_persona_id:
             return None
         with self.session() as session:
             return session.get(Persona, persona_id)
@@ -367,7 +384,7 @@ class PersonaStore:
             )
             if result.rowcount != 1:
                 return False
-            session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=now))
+            session.add(_event(persona_id, agent_id, action, reason, now))
             return True
 
     def forget_agent(self, persona_id: int, agent_id: str, reason: str) -> bool:
@@ -380,22 +397,41 @@ class PersonaStore:
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount == 1:
-                session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action="lost", reason=reason, at=utcnow()))
+                session.add(_event(persona_id, agent_id, "lost", reason, utcnow()))
             return result.rowcount == 1
 
     def record_event(self, persona_id: int, agent_id: str | None, action: str, reason: str) -> None:
         with self.session() as session:
-            session.add(AgentEvent(persona_id=persona_id, agent_id=agent_id, action=action, reason=reason, at=utcnow()))
+            session.add(_event(persona_id, agent_id, action, reason, utcnow()))
 
     def history(self, persona_id: int) -> list[AgentEvent]:
-        if not 0 < persona_id <= MAX_PERSONA_ID:
+        if not 0 < persona_id <= self.max_persona_id:
             return []
         with self.session() as session:
             return list(
                 session.scalars(
-                    select(AgentEvent).where(AgentEvent.persona_id == persona_id).order_by(AgentEvent.at, AgentEvent.id)
+                    select(AgentEvent)
+                    # No birth: written by an older version during an upgrade; taken as the current persona's.
+                    .where(AgentEvent.persona_id == persona_id,
+                           (AgentEvent.persona_birth == _birth(persona_id)) | AgentEvent.persona_birth.is_(None))
+                    .order_by(AgentEvent.at, AgentEvent.id)
                 )
             )
+
+    def agents_of_earlier_personas(self, persona_id: int | None = None) -> set[tuple[int, str]]:
+        """(persona id, agent id) of agents the history records only for an earlier persona with the id
+        (SQLite hands a deleted persona's id to the next insert): never agents of the persona that has the
+        id now, nor to be adopted by it. Only `persona_id`'s when given."""
+        query = (
+            select(AgentEvent.persona_id, AgentEvent.agent_id)
+            .where(AgentEvent.agent_id.is_not(None))
+            .group_by(AgentEvent.persona_id, AgentEvent.agent_id)
+            .having(func.max(AgentEvent.persona_birth) < _birth(f"{AgentEvent.__tablename__}.persona_id"))
+        )
+        if persona_id is not None:
+            query = query.where(AgentEvent.persona_id == persona_id)
+        with self.session() as session:
+            return {(row[0], row[1]) for row in session.execute(query)}
 
     # ---- change log -----------------------------------------------------------------------------
 

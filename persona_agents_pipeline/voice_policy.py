@@ -35,9 +35,13 @@ PROJECT_TAG = "persona-agents"
 # installations can share one ElevenLabs account without taking each other's agents for their own.
 # LEGACY_INSTALLATION stands where tags written before installations existed have no installation id.
 LEGACY_INSTALLATION = "persona"
-_IDENTITY_TAG = re.compile(rf"{PROJECT_TAG}:([0-9a-z]+):([1-9][0-9]{{0,17}})")
+# An installation id is what `identity_tag` writes and `parse_identity_tag` reads back: one pattern for
+# both, so no id can be written that the parser would not recognise as ours.
+INSTALLATION_ID_RULE = "1 to 32 lowercase letters a-z and digits 0-9"
+_INSTALLATION_ID = "[0-9a-z]{1,32}"
 # Persona ids fit a 64-bit integer column; a tag naming anything larger is nobody's identity.
 MAX_PERSONA_ID = 2**63 - 1
+_IDENTITY_TAG = re.compile(rf"{PROJECT_TAG}:({_INSTALLATION_ID}):([1-9][0-9]{{0,{len(str(MAX_PERSONA_ID)) - 1}}})")
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,20 @@ DEFAULT_VOICE_CATALOGUE: dict[str, str] = {
 DEFAULT_TTS_MODEL = "eleven_turbo_v2"
 DEFAULT_LLM = "gemini-2.0-flash"
 LANGUAGE = "en"
+
+
+class InvalidInstallationIdError(ValueError):
+    """An installation id that identity tags cannot carry; the message names the value and the rule."""
+
+
+def validate_installation_id(value: Any, source: str = "the installation id") -> str:
+    """The id unchanged when an identity tag can carry it, else InvalidInstallationIdError."""
+    if not isinstance(value, str) or re.fullmatch(_INSTALLATION_ID, value) is None:
+        raise InvalidInstallationIdError(
+            f"{source} {value!r:.60} is not valid: an installation id is {INSTALLATION_ID_RULE}, "
+            "because it is written into every agent's identity tag"
+        )
+    return value
 
 
 class InvalidPersonaError(ValueError):
@@ -218,8 +236,12 @@ def first_message(spec: PersonaSpec) -> str:
     return f"Hello, I'm {spec.name}."
 
 
-def identity_tag(installation_id: str, persona_id: Any) -> str:
-    """The tag naming the agent's owner: `persona-agents:<installation>:<persona id>`."""
+def identity_tag(installation_id: str, persona_id: int) -> str:
+    """The tag naming the agent's owner: `persona-agents:<installation>:<persona id>`; refuses what
+    `parse_identity_tag` would not read back."""
+    validate_installation_id(installation_id)
+    if isinstance(persona_id, bool) or not isinstance(persona_id, int) or not 0 < persona_id <= MAX_PERSONA_ID:
+        raise ValueError(f"persona id {persona_id!r:.40} cannot be tagged: persona ids run from 1 to {MAX_PERSONA_ID}")
     return f"{PROJECT_TAG}:{installation_id}:{persona_id}"
 
 

@@ -8,14 +8,18 @@ from hypothesis import strategies as st
 from persona_agents_pipeline.voice_policy import (
     DEFAULT_VOICE_CATALOGUE,
     LEGACY_INSTALLATION,
+    MAX_PERSONA_ID,
     PROJECT_TAG,
+    InvalidInstallationIdError,
     InvalidPersonaError,
     agent_payload,
     choose_voice,
     config_hash,
     identity_marker,
+    identity_of,
     identity_tag,
     parse_identity_tag,
+    validate_installation_id,
     validate_persona,
     voice_settings,
 )
@@ -146,3 +150,34 @@ def test_identity_tags_parse_strictly(tag, identity):
     assert parse_identity_tag(tag) == identity
     if identity:
         assert identity_tag(*identity) == tag
+
+
+# Every character class a hand-edited id could bring: lowercase (accepted), capitals, separators, other
+# scripts, and the separator of the tag itself.
+installation_ids = st.text(alphabet=st.sampled_from("abcxyz0189ABZ-_:. \u00e9\u0131\u212a\n"), min_size=0, max_size=40)
+persona_ids = st.one_of(st.integers(1, MAX_PERSONA_ID), st.integers(-5, 0), st.integers(MAX_PERSONA_ID + 1, MAX_PERSONA_ID + 5))
+
+
+@given(installation_id=installation_ids, persona_id=persona_ids)
+def test_every_identity_the_tag_writer_accepts_round_trips_and_what_it_refuses_is_refused_everywhere(installation_id, persona_id):
+    try:
+        validate_installation_id(installation_id)
+        installation_ok = True
+    except InvalidInstallationIdError as exc:
+        installation_ok = False
+        assert repr(installation_id)[:20] in str(exc) and "lowercase letters" in str(exc)
+    try:
+        tag = identity_tag(installation_id, persona_id)
+    except ValueError:
+        assert not installation_ok or not 0 < persona_id <= MAX_PERSONA_ID
+        # Whatever the writer refuses, the reader never takes for an identity either.
+        assert parse_identity_tag(f"{PROJECT_TAG}:{installation_id}:{persona_id}") is None
+        return
+    assert installation_ok
+    assert parse_identity_tag(tag) == (installation_id, persona_id)
+    agent = {"agent_id": "a", "tags": [PROJECT_TAG, tag]}
+    assert identity_of(agent, installation_id) == persona_id
+
+
+def test_the_largest_persona_id_round_trips_through_its_tag():
+    assert parse_identity_tag(identity_tag("prod", MAX_PERSONA_ID)) == ("prod", MAX_PERSONA_ID)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from .agents import create_missing_agents, list_agent_status, recreate_agent, test_connection
+from .installation import installation
 from .personas import db, demo_data, personas
 from .plan_and_apply import apply_command, history_command, plan_command
 from .sandbox_and_demo import demo, sandbox
@@ -20,7 +21,7 @@ def main() -> None:
 
 
 for command in (
-    db, personas, demo_data,
+    db, installation, personas, demo_data,
     create_missing_agents, list_agent_status, recreate_agent, test_connection,
     sandbox, demo,
     plan_command, apply_command, history_command,

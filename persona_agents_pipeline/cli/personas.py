@@ -23,6 +23,7 @@ from .common import (
     provisioning_service,
     yes_option,
 )
+from .installation import start_new_installation_command, warn_unless_known_installation
 
 
 @click.group()
@@ -31,12 +32,20 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@click.option("--new-installation", is_flag=True,
+              help="This database is a copy (e.g. staging restored from production's backup) that manages agents of "
+              "its own: give it a new installation id and forget the agent ids it copied.")
+@yes_option
 @friendly_errors
-def db_upgrade() -> None:
+def db_upgrade(new_installation: bool, yes: bool) -> None:
     """Create the personas table, or add the agent columns to an existing one; safe to run again."""
     store = open_store(load_settings(), create=True)
     applied = store.upgrade()
     out.print(f"Applied {', '.join(applied)}." if applied else "Schema is up to date; nothing to do.")
+    if new_installation:
+        start_new_installation_command(store, yes)
+    else:
+        warn_unless_known_installation(store)
 
 
 @click.group()
@@ -107,9 +116,10 @@ def personas_delete(persona_id: int, yes: bool) -> None:
     if persona.agent_status(utcnow(), None) == "in_progress":
         raise CommandError(f"an agent is being created for persona {persona_id} right now; try again when that has finished")
     fate = (f"Its agent {agent_id} is deleted from ElevenLabs first." if agent_id else "It has no agent.")
+    # Built before asking: a database that cannot say which installation it is (a copy) is refused first.
+    service = provisioning_service(settings) if agent_id else None
     confirm_or_refuse(f"Delete persona {persona_id} ({plain(persona.name)})? {fate}", yes)
-    if agent_id:
-        service = provisioning_service(settings)
+    if service:
         service.delete_remote_agent(persona_id, agent_id, reason="persona deleted with `persona-agents personas delete`")
     store.delete_persona(persona_id)
     out.print(f"Deleted persona {persona_id}" + (f" and its agent {agent_id}." if agent_id else "."), markup=False)

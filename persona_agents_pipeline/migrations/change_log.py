@@ -11,9 +11,18 @@ VERSION_TABLE = "persona_agents_alembic_version"
 CHANGE_LOG_TABLE = "persona_agents_changes"
 EVENTS_TABLE = "persona_agents_events"
 EVENTS_INDEX = "ix_persona_agents_events_persona_id"
+BIRTH_INDEX = "ix_persona_agents_changes_persona_id_change"
 TRIGGER_PREFIX = "persona_agents_changes_on_"
 TRIGGER_FUNCTION = "persona_agents_record_change"
 TRAIT_COLUMNS = ("name", "description", "temper_level", "chattiness", "emotional_attachment")
+
+
+def birth_of(persona_id: str) -> str:
+    """SQL for the birth of the persona that has the id `persona_id` (an SQL expression) now: the
+    sequence number of the change-log entry of its insert, 0 for a persona older than the change log.
+    SQLite gives a deleted persona's id to the next insert; the birth tells the two apart."""
+    return (f"COALESCE((SELECT MAX(seq) FROM {CHANGE_LOG_TABLE} WHERE {CHANGE_LOG_TABLE}.persona_id = {persona_id} "
+            "AND change = 'insert'), 0)")
 
 
 def change_log_columns() -> list[sa.Column]:

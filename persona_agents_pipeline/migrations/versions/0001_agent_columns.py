@@ -79,7 +79,9 @@ def upgrade() -> None:
         if "elevenlabs_agent_id" in existing:
             _settle_legacy_agent_ids(bind)
     else:
-        op.create_table("personas", sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), *_persona_columns())
+        # AUTOINCREMENT on SQLite: a deleted persona's id is never handed to a new one.
+        op.create_table("personas", sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), *_persona_columns(),
+                        sqlite_autoincrement=True)
 
     op.create_index("uq_personas_elevenlabs_agent_id", "personas", ["elevenlabs_agent_id"], unique=True)
     op.create_table(CHANGE_LOG_TABLE, *change_log_columns())
