@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
 from typing import Any, Callable, Iterable, Iterator
 
+from .batch import NOT_STARTED, BatchStop, run_batch
 from .client_factory import Priority, build_client
 from .config import Settings
 from .elevenlabs.client import ElevenLabsClient
@@ -58,6 +59,8 @@ class Outcome(str, Enum):
     INVALID = "invalid"
     NOT_FOUND = "not_found"
     FAILED = "failed"
+    NOT_STARTED = "not_started"  # the batch was stopped before this persona's turn
+    INTERRUPTED = "interrupted"  # in flight when the batch stopped; the next run settles it
 
 
 @dataclass(frozen=True)
@@ -308,8 +311,8 @@ class ProvisioningService(ExactlyOnce):
         """Provision many personas concurrently (`operation` instead of ensure_agent when given), yielding
         each result as it arrives; one persona's failure never stops the others.
 
-        An authentication or permission error stops the batch: every further call would fail the same way.
-        """
+        An authentication or permission error stops the batch (every further call would fail the same way),
+        and so does `self.stop.request()` (Ctrl-C; see batch.py)."""
         operation = operation or functools.partial(self.ensure_agent, force=force)
         fatal: list[ElevenLabsError] = []
 
@@ -328,9 +331,23 @@ class ProvisioningService(ExactlyOnce):
             except (ElevenLabsError, ClaimTimeoutError) as exc:
                 return ProvisionResult(persona_id, Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="provision") as pool:
-            for arrived in as_completed([pool.submit(one, persona_id) for persona_id in persona_ids]):
-                yield arrived.result()
+        def skipped(persona_id: int, why: str) -> ProvisionResult:
+            return ProvisionResult(persona_id, Outcome.NOT_STARTED if why == NOT_STARTED else Outcome.INTERRUPTED, error=why)
+
+        yield from run_batch(persona_ids, one, skipped, concurrency=concurrency, stop=self.stop)
+
+    @functools.cached_property
+    def stop(self) -> BatchStop:
+        """Stops this service's batches (the CLI requests it on Ctrl-C)."""
+        return BatchStop()
+
+    def release_claims_in_flight(self) -> list[int]:
+        """After a stop that did not wait for them: release the claims of the personas still in flight, marked
+        "a create may exist", so the next run adopts the agent a lost create may have made or creates one."""
+        in_flight = sorted(self.stop.in_flight)
+        for persona_id in in_flight:
+            self.store.release_claim(persona_id, self.owner, create_may_have_happened=True)
+        return in_flight
 
     def check_many(self, persona_ids: Iterable[int], *, concurrency: int = 5) -> list[AgentCheck]:
         """check_agent for many personas concurrently, in the order given; a persona deleted meanwhile

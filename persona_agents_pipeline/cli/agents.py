@@ -25,16 +25,23 @@ from .common import (
     progress_bar,
     provisioning_service,
     require_api_key,
+    stopping_on_ctrl_c,
     yes_option,
 )
 
 
-def _provision_with_progress(service: ProvisioningService, persona_ids: list[int], concurrency: int) -> list[ProvisionResult]:
+def _provision_with_progress(
+    service: ProvisioningService, persona_ids: list[int], concurrency: int, results: list[ProvisionResult]
+) -> None:
+    """Appends each result to `results` as it arrives, so an interrupted run can say what it did."""
+
+    def arrived(result: ProvisionResult) -> None:
+        results.append(result)
+        progress.advance(task)
+
     with progress_bar("Creating agents") as progress:
         task = progress.add_task("create", total=len(persona_ids))
-        return service.provision_many(
-            persona_ids, concurrency=concurrency, on_result=lambda _result: progress.advance(task)
-        )
+        service.provision_many(persona_ids, concurrency=concurrency, on_result=arrived)
 
 
 def _preflight(service: ProvisioningService) -> None:
@@ -112,26 +119,31 @@ def create_missing_agents(yes: bool, concurrency: int | None, ids: list[int] | N
     if valid:
         confirm_or_refuse(f"Create {len(valid)} ElevenLabs agent(s)?", yes)
         _preflight(service)
-        results += _provision_with_progress(
-            service, [persona.id for persona in valid], concurrency or settings.worker_threads
-        )
+        with stopping_on_ctrl_c(service, summary=lambda: _print_summary(results, interrupted=len(candidates))):
+            ids = [persona.id for persona in valid]
+            _provision_with_progress(service, ids, concurrency or settings.worker_threads, results)
     _print_summary(results)
     if any(not result.ok for result in results):
         sys.exit(1)
 
 
-def _print_summary(results: list[ProvisionResult]) -> None:
+def _print_summary(results: list[ProvisionResult], interrupted: int | None = None) -> None:
+    """`interrupted`: the run was stopped, out of this many personas; the ones without a result were not started."""
     counts: dict[str, int] = {}
     for result in results:
         counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
     created = counts.get("created", 0) + counts.get("recreated", 0)
+    stopped = ""
+    if interrupted is not None:
+        not_started = counts.get("not_started", 0) + interrupted - len(results)
+        stopped = f", {not_started} not started, {counts.get('interrupted', 0)} let go in flight (interrupted)"
     out.print(
         f"Summary: {created} created, {counts.get('adopted', 0)} adopted, {counts.get('present', 0)} skipped "
         f"(already had an agent), {counts.get('invalid', 0)} invalid, "
-        f"{counts.get('failed', 0) + counts.get('not_found', 0)} failed."
+        f"{counts.get('failed', 0) + counts.get('not_found', 0)} failed{stopped}."
     )
     for result in results:
-        if not result.ok:
+        if result.outcome not in (Outcome.NOT_STARTED, Outcome.INTERRUPTED) and not result.ok:
             out.print(f"  [red]{result.outcome.value}[/] persona {result.persona_id}: {markup_safe(result.error)}")
 
 
