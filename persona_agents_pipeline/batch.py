@@ -1,9 +1,10 @@
 """Running one operation over many personas concurrently, and stopping such a run early (Ctrl-C).
 
 A stop is cooperative: no persona starts once it is asked for, and the personas in flight are waited for
-at most `settle_seconds`. Their requests cannot be cut off half-way without losing track of what they did,
-so one still running then is handed back to the caller (`BatchStop.in_flight`), which releases its claim
-marked "a create may exist": the next run adopts the agent it may have made instead of creating another.
+at most `settle_seconds`. A request cannot be cut off half-way without losing track of what it did, so a
+persona still in flight after that (or when the caller quits at once) is let go: it keeps its claim, which
+expires within one lease as a crashed process's would. Releasing it sooner would let the next run create a
+second agent while the first create may still land; left to expire, the next run waits for it and adopts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 Result = TypeVar("Result")
 
 NOT_STARTED = "not started: the run was interrupted"
-LET_GO = "still in flight when the run stopped; its claim is released and the next run adopts or creates its agent"
+LET_GO = "still in flight when the run stopped; its claim expires within one lease, then the next run adopts or creates its agent"
 
 
 class BatchStop:
@@ -61,7 +62,7 @@ def run_batch(
 
     After `stop` is requested, personas not started are yielded at once as `skipped(id, NOT_STARTED)`;
     those in flight are waited for at most `stop.settle_seconds`, then yielded as `skipped(id, LET_GO)`
-    and left running (they stay in `stop.in_flight`).
+    and left running (they stay in `stop.in_flight`, and claimed).
     """
     arrived: SimpleQueue = SimpleQueue()
 

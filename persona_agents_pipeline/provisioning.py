@@ -338,16 +338,9 @@ class ProvisioningService(ExactlyOnce):
 
     @functools.cached_property
     def stop(self) -> BatchStop:
-        """Stops this service's batches (the CLI requests it on Ctrl-C)."""
-        return BatchStop()
-
-    def release_claims_in_flight(self) -> list[int]:
-        """After a stop that did not wait for them: release the claims of the personas still in flight, marked
-        "a create may exist", so the next run adopts the agent a lost create may have made or creates one."""
-        in_flight = sorted(self.stop.in_flight)
-        for persona_id in in_flight:
-            self.store.release_claim(persona_id, self.owner, create_may_have_happened=True)
-        return in_flight
+        """Stops this service's batches (the CLI requests it on Ctrl-C). Requests end within a claim lease, so
+        waiting that long lets every request in flight settle."""
+        return BatchStop(settle_seconds=self.claim_lease.total_seconds())
 
     def check_many(self, persona_ids: Iterable[int], *, concurrency: int = 5) -> list[AgentCheck]:
         """check_agent for many personas concurrently, in the order given; a persona deleted meanwhile

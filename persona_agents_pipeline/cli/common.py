@@ -105,8 +105,8 @@ def confirm_or_refuse(question: str, yes: bool) -> None:
 @contextmanager
 def stopping_on_ctrl_c(service: ProvisioningService, summary: Callable[[], None]) -> Iterator[None]:
     """Ctrl-C during the block (a batch of the service's): the first stops new work and waits, bounded, for
-    the requests in flight; a second quits at once, releasing the claims still held. Either way `summary`
-    prints what was done so far and the command exits 130; the next run adopts or creates what is left."""
+    the requests in flight; a second quits at once. Either way `summary` prints what was done so far and
+    the command exits 130; the next run adopts or creates what is left (see batch.py)."""
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
@@ -126,7 +126,7 @@ def stopping_on_ctrl_c(service: ProvisioningService, summary: Callable[[], None]
     except KeyboardInterrupt:
         stop.request()
     finally:
-        # Once stopping, the way out is short and releases claims: a further Ctrl-C must not cut it.
+        # Once stopping, the way out is short: a further Ctrl-C must not cut the summary off.
         signal.signal(signal.SIGINT, signal.SIG_IGN if stop.requested else previous)
     if stop.requested:
         summary()
@@ -134,10 +134,13 @@ def stopping_on_ctrl_c(service: ProvisioningService, summary: Callable[[], None]
 
 
 def _exit_interrupted(service: ProvisioningService) -> None:
-    let_go = service.release_claims_in_flight()
+    let_go = service.stop.in_flight
     if let_go:
-        console.print(f"[yellow]Stopped with {len(let_go)} persona(s) in flight:[/] their claims are released; the "
-                      "next run adopts the agents they may have made or creates them.")
+        console.print(
+            f"[yellow]Quit with {len(let_go)} persona(s) in flight:[/] a create may still land, so they stay claimed "
+            f"until their lease runs out (at most {service.claim_lease.total_seconds():.0f}s); the next run then adopts "
+            "or creates their agents."
+        )
     console.print("[yellow]Interrupted.[/] Run the command again to finish.")
     if not let_go:
         sys.exit(INTERRUPTED_EXIT_CODE)
