@@ -60,10 +60,13 @@ def assert_next_run_is_clean(cli_env, store, sandbox, ids: list[int]) -> None:
     assert claimed(store) == []
 
 
-def start_slow_run(cli_env, store, sandbox, latency: float) -> tuple[list[int], CliProcess]:
+CREATE_MISSING = ("create-missing-agents", "--yes", "--concurrency", str(CONCURRENCY))
+
+
+def start_slow_run(cli_env, store, sandbox, latency: float, command=CREATE_MISSING) -> tuple[list[int], CliProcess]:
     ids = store.add_personas(demo_personas(PERSONAS))
     sandbox.configure(latency=latency)
-    run = CliProcess(cli_env, "create-missing-agents", "--yes", "--concurrency", str(CONCURRENCY))
+    run = CliProcess(cli_env, *command)
     installation = store.installation_id()
 
     def waiting_for_a_create() -> bool:
@@ -76,12 +79,17 @@ def start_slow_run(cli_env, store, sandbox, latency: float) -> tuple[list[int], 
     return ids, run
 
 
-def test_one_ctrl_c_stops_new_work_settles_what_is_in_flight_and_exits_130(cli_env, store, sandbox):
-    ids, run = start_slow_run(cli_env, store, sandbox, latency=0.3)
+@pytest.mark.parametrize(
+    "command, summary",
+    [(CREATE_MISSING, "not started"), (("apply", "--yes"), "not done (interrupted)")],
+    ids=["create-missing-agents", "apply"],
+)
+def test_one_ctrl_c_stops_new_work_settles_what_is_in_flight_and_exits_130(cli_env, store, sandbox, command, summary):
+    ids, run = start_slow_run(cli_env, store, sandbox, latency=0.3, command=command)
     run.interrupt()
     code, stdout, stderr = run.finish()
     assert code == INTERRUPTED, stdout + stderr
-    assert "Summary:" in stdout and "not started" in stdout
+    assert summary in stdout
     created_before_the_next_run = len(sandbox.agents())
     assert created_before_the_next_run < PERSONAS
     assert len(store.with_agents()) == created_before_the_next_run  # every request in flight was settled
