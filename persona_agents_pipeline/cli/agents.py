@@ -9,7 +9,9 @@ from typing import Iterator, TextIO
 
 import click
 
-from ..client_factory import build_connection_test_client
+from ..agent_status import RemoteAgents, persona_status
+from ..client_factory import Priority, build_client, build_connection_test_client
+from ..config import ConfigurationError, Settings
 from ..display import csv_cell, markup_safe, plain
 from ..models import Persona, utcnow
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
@@ -147,38 +149,60 @@ def _print_summary(results: list[ProvisionResult], interrupted: int | None = Non
             out.print(f"  [red]{result.outcome.value}[/] persona {result.persona_id}: {markup_safe(result.error)}")
 
 
-def _status_rows(store: PersonaStore, voice_catalogue: dict[str, str]) -> Iterator[dict]:
-    """One row per persona. `voice` is the voice its agent was recorded with; `wanted_voice` the one its
-    traits produce now; `voice_differs` marks an agent to update (`persona-agents apply`)."""
-    now = utcnow()
-    voice_names = {voice_id: name for name, voice_id in voice_catalogue.items()}
+def _status_rows(store: PersonaStore, settings: Settings, remote: RemoteAgents | None) -> Iterator[dict]:
+    """One row per persona, its status as the Dagster report words it. `voice` is the voice its agent was
+    recorded with; `wanted_voice` the one its traits produce now; `voice_differs` marks an agent to update
+    (`persona-agents apply`)."""
+    voice_names = {voice_id: name for name, voice_id in settings.voice_catalogue.items()}
+    template, now = settings.agent_template(), utcnow()
     for persona in store.iter_personas():
+        state = persona_status(persona, template, gone_found=remote.gone_found(persona) if remote else None, now=now)
         try:
-            wanted, problem = choose_voice(persona.spec()).name, None
-        except InvalidPersonaError as exc:
-            wanted, problem = "", f"{exc.field} {exc.reason}"
+            wanted = choose_voice(persona.spec()).name
+        except InvalidPersonaError:
+            wanted = ""
         recorded = voice_names.get(persona.voice_id, persona.voice_id) if persona.voice_id else ""
         yield {
             "id": persona.id,
             "name": persona.name,
-            "status": persona.agent_status(now, problem),
+            "status": state.status.value,
             "voice": recorded,
             "wanted_voice": wanted,
             "voice_differs": bool(persona.elevenlabs_agent_id and wanted and recorded != wanted),
             "agent_id": persona.elevenlabs_agent_id or "",
             "agent_created_at": persona.agent_created_at.isoformat(timespec="seconds") if persona.agent_created_at else "",
-            "problem": problem or "",
+            "problem": state.reason,
         }
+
+
+CHECK_REMOTE_HELP = (
+    "Ask ElevenLabs which recorded agents are gone (default). Only ElevenLabs knows: the account's agents are "
+    "listed, one request per 100 agents at batch priority in the shared request budget, and a recorded agent "
+    "the list lacks is looked up by id. Checked by default so that this list says what the Dagster report "
+    "says. --no-check-remote reads the database alone (no API key, no request); an agent deleted on "
+    "ElevenLabs then shows as active."
+)
 
 
 @click.command("list-agent-status")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--check-remote/--no-check-remote", default=True, help=CHECK_REMOTE_HELP)
 @friendly_errors
-def list_agent_status(fmt: str) -> None:
-    """Every persona and its agent status, with the agent's recorded voice (streams; flat memory at any size)."""
+def list_agent_status(fmt: str, check_remote: bool) -> None:
+    """Every persona and its agent status (active, drifted, gone, invalid, missing, in_progress, interrupted:
+    the words of the Dagster agent_status_report), with the agent's recorded voice. Streams the personas."""
     settings = load_settings()
-    rows = _status_rows(open_store(settings), settings.voice_catalogue)
-    {"csv": _write_csv, "json": _write_json, "table": _write_table}[fmt](rows, sys.stdout)
+    store = open_store(settings)
+    write = {"csv": _write_csv, "json": _write_json, "table": _write_table}[fmt]
+    if not check_remote:
+        write(_status_rows(store, settings, None), sys.stdout)
+        return
+    try:
+        api_key = require_api_key()
+    except ConfigurationError as exc:
+        raise CommandError(f"{exc}\n(or pass --no-check-remote to read the database alone)") from None
+    with build_client(settings, api_key=api_key, priority=Priority.BATCH) as client:
+        write(_status_rows(store, settings, RemoteAgents(client)), sys.stdout)
 
 
 def _write_csv(rows: Iterator[dict], stream: TextIO) -> None:
