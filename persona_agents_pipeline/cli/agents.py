@@ -92,7 +92,10 @@ def _without_agents(store: PersonaStore, ids: list[int] | None) -> list[Persona]
               help="Only these personas (ids and ranges); the others are left to whoever handles them.")
 @friendly_errors
 def create_missing_agents(yes: bool, concurrency: int | None, ids: list[int] | None) -> None:
-    """Create agents for every persona that lacks one (or for those among --ids)."""
+    """Create agents for every persona that lacks one (or for those among --ids).
+
+    Ctrl-C starts nothing new, lets the requests in flight finish, prints the summary and exits 130;
+    a second Ctrl-C quits at once. Running the command again finishes the job without duplicates."""
     settings = load_settings()
     service = provisioning_service(settings)
     candidates = _without_agents(service.store, ids)

@@ -12,16 +12,8 @@ from ..display import plain
 from ..provisioning import Outcome
 from ..reconcile import Action, ChangeResult, Plan, apply_plan, build_plan
 from ..store import PersonaNotFoundError
-from .common import (
-    confirm_or_refuse,
-    friendly_errors,
-    load_settings,
-    open_store,
-    out,
-    progress_bar,
-    provisioning_service,
-    stopping_on_ctrl_c,
-)
+from .common import (confirm_or_refuse, friendly_errors, load_settings, open_store, out, progress_bar,
+                     provisioning_service, stopping_on_ctrl_c)
 
 
 def _print_plan(plan: Plan) -> None:
@@ -57,7 +49,9 @@ def plan_command(fmt: str) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Delete orphaned and duplicate agents without asking.")
 @friendly_errors
 def apply_command(yes: bool) -> None:
-    """Carry out the plan. Updates keep the agent id; deletes (only of this project's agents) need confirmation."""
+    """Carry out the plan. Updates keep the agent id; deletes (only of this project's agents) need confirmation.
+
+    Ctrl-C stops as in create-missing-agents: nothing new starts, no delete follows, exit 130."""
     settings = load_settings()
     service = provisioning_service(settings)
     plan = build_plan(service)
