@@ -181,9 +181,9 @@ def _status_rows(store: PersonaStore, settings: Settings, remote: RemoteAgents |
 CHECK_REMOTE_HELP = (
     "Ask ElevenLabs which recorded agents are gone (default). Only ElevenLabs knows: the account's agents are "
     "listed, one request per 100 agents at batch priority in the shared request budget, and a recorded agent "
-    "the list lacks is looked up by id. Checked by default so that this list says what the Dagster report "
-    "says. --no-check-remote reads the database alone (no API key, no request); an agent deleted on "
-    "ElevenLabs then shows as active."
+    "the list lacks is looked up by id. Checked by default so that a deleted agent shows as gone here, as in "
+    "the Dagster report. --no-check-remote reads the database alone (no API key, no request); an agent "
+    "deleted on ElevenLabs then shows as active."
 )
 
 
