@@ -125,8 +125,8 @@ def create_missing_agents(yes: bool, concurrency: int | None, ids: list[int] | N
         confirm_or_refuse(f"Create {len(valid)} ElevenLabs agent(s)?", yes)
         _preflight(service)
         with stopping_on_ctrl_c(service, summary=lambda: _print_summary(results, interrupted=len(candidates))):
-            ids = [persona.id for persona in valid]
-            _provision_with_progress(service, ids, concurrency or settings.worker_threads, results)
+            persona_ids = [persona.id for persona in valid]
+            _provision_with_progress(service, persona_ids, concurrency or settings.worker_threads, results)
     _print_summary(results)
     if any(not result.ok for result in results):
         sys.exit(1)
@@ -174,7 +174,7 @@ def _status_rows(store: PersonaStore, settings: Settings, remote: RemoteAgents |
             "voice_differs": bool(persona.elevenlabs_agent_id and wanted and recorded != wanted),
             "agent_id": persona.elevenlabs_agent_id or "",
             "agent_created_at": persona.agent_created_at.isoformat(timespec="seconds") if persona.agent_created_at else "",
-            "problem": state.reason,
+            "reason": state.reason,  # the report's words: why the status is what it is
         }
 
 
@@ -236,7 +236,7 @@ def _write_table(rows: Iterator[dict], stream: TextIO) -> None:
         differing += row["voice_differs"]
         stream.write(
             f"{row['id']:>8}  {name:<28}  {row['status']:<11}  {voice:<17}  {row['agent_id']:<34}  "
-            f"{row['agent_created_at']}{'  ' + plain(row['problem']) if row['problem'] else ''}\n"
+            f"{row['agent_created_at']}{'  ' + plain(row['reason']) if row['reason'] else ''}\n"
         )
     total = sum(counts.values())
     stream.write(f"{total} personas: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + "\n")
