@@ -87,8 +87,8 @@ class Persona(Base):
         return bool(self.elevenlabs_agent_id)
 
     def agent_status(self, now: datetime, invalid_reason: str | None) -> str:
-        """One of AGENT_STATUSES, given this persona's invalid_reason(); the CLI status list and the Dagster
-        report both show it."""
+        """One of AGENT_STATUSES, from this row alone, given its invalid_reason(); agent_status.persona_status
+        refines "active" into drifted, gone and invalid for every report."""
         if self.elevenlabs_agent_id:
             return "active"
         if invalid_reason:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
 from typing import Any, Callable, Iterable, Iterator
 
 from .agent_comparison import differing_fields, foreign_tags
+from .batch import NOT_STARTED, BatchStop, run_batch
 from .client_factory import Priority, build_client
 from .config import Settings
 from .elevenlabs.client import ElevenLabsClient
@@ -63,6 +64,8 @@ class Outcome(str, Enum):
     INVALID = "invalid"
     NOT_FOUND = "not_found"
     FAILED = "failed"
+    NOT_STARTED = "not_started"  # the batch was stopped before this persona's turn
+    INTERRUPTED = "interrupted"  # in flight when the batch stopped; the next run settles it
 
 
 @dataclass(frozen=True)
@@ -327,9 +330,8 @@ class ProvisioningService(ExactlyOnce):
         """Provision many personas concurrently (`operation` instead of ensure_agent when given), yielding
         each result as it arrives; one persona's failure never stops the others.
 
-        An authentication, permission or refused-redirect error stops the batch: every further call would fail
-        the same way.
-        """
+        An authentication, permission or refused-redirect error stops the batch (every further call would fail
+        the same way), and so does `self.stop.request()` (Ctrl-C; see batch.py)."""
         operation = operation or functools.partial(self.ensure_agent, force=force)
         fatal: list[ElevenLabsError] = []
 
@@ -348,9 +350,16 @@ class ProvisioningService(ExactlyOnce):
             except (ElevenLabsError, ClaimTimeoutError) as exc:
                 return ProvisionResult(persona_id, Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="provision") as pool:
-            for arrived in as_completed([pool.submit(one, persona_id) for persona_id in persona_ids]):
-                yield arrived.result()
+        def skipped(persona_id: int, why: str) -> ProvisionResult:
+            return ProvisionResult(persona_id, Outcome.NOT_STARTED if why == NOT_STARTED else Outcome.INTERRUPTED, error=why)
+
+        yield from run_batch(persona_ids, one, skipped, concurrency=concurrency, stop=self.stop)
+
+    @functools.cached_property
+    def stop(self) -> BatchStop:
+        """Stops this service's batches (the CLI requests it on Ctrl-C). Requests end within a claim lease, so
+        waiting that long lets every request in flight settle."""
+        return BatchStop(settle_seconds=self.claim_lease.total_seconds())
 
     def check_many(self, persona_ids: Iterable[int], *, concurrency: int = 5) -> list[AgentCheck]:
         """check_agent for many personas concurrently, in the order given; a persona deleted meanwhile

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from .agent_status import PersonaStatus, RemoteAgents, persona_status
 from .config import Settings
 from .models import Persona
 from .provisioning import Priority, ProvisioningService, ProvisionResult
@@ -47,3 +48,14 @@ def personas_without_agents(service: ProvisioningService | None = None) -> list[
 
 def personas_with_agents(service: ProvisioningService | None = None) -> list[Persona]:
     return (service or default_service()).store.with_agents()
+
+
+def agent_status(persona_id: int, service: ProvisioningService | None = None, *, check_remote: bool = True) -> PersonaStatus:
+    """The persona's agent status, in the words of `list-agent-status` and the Dagster report (AgentStatus).
+
+    `check_remote`: one GET tells whether a recorded agent is gone; without it only the database is read.
+    """
+    service = service or default_service()
+    persona = service.store.require(persona_id)
+    gone_found = RemoteAgents(service.client, list_first=False).gone_found(persona) if check_remote else None
+    return persona_status(persona, service.template, gone_found=gone_found)

@@ -222,5 +222,7 @@ def apply_plan(
         on_result=provisioned,
     )
     for change in plan.of(Action.DELETE):
+        if service.stop.requested:  # interrupted: what is left waits for the next run
+            break
         report(_delete(service, change))
     return results

@@ -9,7 +9,9 @@ from typing import Iterator, TextIO
 
 import click
 
-from ..client_factory import build_connection_test_client
+from ..agent_status import RemoteAgents, persona_status
+from ..client_factory import Priority, build_client, build_connection_test_client
+from ..config import ConfigurationError, Settings
 from ..display import csv_cell, markup_safe, plain
 from ..models import Persona, utcnow
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
@@ -25,16 +27,23 @@ from .common import (
     progress_bar,
     provisioning_service,
     require_api_key,
+    stopping_on_ctrl_c,
     yes_option,
 )
 
 
-def _provision_with_progress(service: ProvisioningService, persona_ids: list[int], concurrency: int) -> list[ProvisionResult]:
+def _provision_with_progress(
+    service: ProvisioningService, persona_ids: list[int], concurrency: int, results: list[ProvisionResult]
+) -> None:
+    """Appends each result to `results` as it arrives, so an interrupted run can say what it did."""
+
+    def arrived(result: ProvisionResult) -> None:
+        results.append(result)
+        progress.advance(task)
+
     with progress_bar("Creating agents") as progress:
         task = progress.add_task("create", total=len(persona_ids))
-        return service.provision_many(
-            persona_ids, concurrency=concurrency, on_result=lambda _result: progress.advance(task)
-        )
+        service.provision_many(persona_ids, concurrency=concurrency, on_result=arrived)
 
 
 def _preflight(service: ProvisioningService) -> None:
@@ -83,7 +92,10 @@ def _without_agents(store: PersonaStore, ids: list[int] | None) -> list[Persona]
               help="Only these personas (ids and ranges); the others are left to whoever handles them.")
 @friendly_errors
 def create_missing_agents(yes: bool, concurrency: int | None, ids: list[int] | None) -> None:
-    """Create agents for every persona that lacks one (or for those among --ids)."""
+    """Create agents for every persona that lacks one (or for those among --ids).
+
+    Ctrl-C starts nothing new, lets the requests in flight finish, prints the summary and exits 130;
+    a second Ctrl-C quits at once. Running the command again finishes the job without duplicates."""
     settings = load_settings()
     service = provisioning_service(settings)
     candidates = _without_agents(service.store, ids)
@@ -112,61 +124,88 @@ def create_missing_agents(yes: bool, concurrency: int | None, ids: list[int] | N
     if valid:
         confirm_or_refuse(f"Create {len(valid)} ElevenLabs agent(s)?", yes)
         _preflight(service)
-        results += _provision_with_progress(
-            service, [persona.id for persona in valid], concurrency or settings.worker_threads
-        )
+        with stopping_on_ctrl_c(service, summary=lambda: _print_summary(results, interrupted=len(candidates))):
+            persona_ids = [persona.id for persona in valid]
+            _provision_with_progress(service, persona_ids, concurrency or settings.worker_threads, results)
     _print_summary(results)
     if any(not result.ok for result in results):
         sys.exit(1)
 
 
-def _print_summary(results: list[ProvisionResult]) -> None:
+def _print_summary(results: list[ProvisionResult], interrupted: int | None = None) -> None:
+    """`interrupted`: the run was stopped, out of this many personas; the ones without a result were not started."""
     counts: dict[str, int] = {}
     for result in results:
         counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
     created = counts.get("created", 0) + counts.get("recreated", 0)
+    stopped = ""
+    if interrupted is not None:
+        not_started = counts.get("not_started", 0) + interrupted - len(results)
+        stopped = f", {not_started} not started, {counts.get('interrupted', 0)} let go in flight (interrupted)"
     out.print(
         f"Summary: {created} created, {counts.get('adopted', 0)} adopted, {counts.get('present', 0)} skipped "
         f"(already had an agent), {counts.get('invalid', 0)} invalid, "
-        f"{counts.get('failed', 0) + counts.get('not_found', 0)} failed."
+        f"{counts.get('failed', 0) + counts.get('not_found', 0)} failed{stopped}."
     )
     for result in results:
-        if not result.ok:
+        if result.outcome not in (Outcome.NOT_STARTED, Outcome.INTERRUPTED) and not result.ok:
             out.print(f"  [red]{result.outcome.value}[/] persona {result.persona_id}: {markup_safe(result.error)}")
 
 
-def _status_rows(store: PersonaStore, voice_catalogue: dict[str, str]) -> Iterator[dict]:
-    """One row per persona. `voice` is the voice its agent was recorded with; `wanted_voice` the one its
-    traits produce now; `voice_differs` marks an agent to update (`persona-agents apply`)."""
-    now = utcnow()
-    voice_names = {voice_id: name for name, voice_id in voice_catalogue.items()}
+def _status_rows(store: PersonaStore, settings: Settings, remote: RemoteAgents | None) -> Iterator[dict]:
+    """One row per persona, its status as the Dagster report words it. `voice` is the voice its agent was
+    recorded with; `wanted_voice` the one its traits produce now; `voice_differs` marks an agent to update
+    (`persona-agents apply`)."""
+    voice_names = {voice_id: name for name, voice_id in settings.voice_catalogue.items()}
+    template, now = settings.agent_template(), utcnow()
     for persona in store.iter_personas():
+        state = persona_status(persona, template, gone_found=remote.gone_found(persona) if remote else None, now=now)
         try:
-            wanted, problem = choose_voice(persona.spec()).name, None
-        except InvalidPersonaError as exc:
-            wanted, problem = "", f"{exc.field} {exc.reason}"
+            wanted = choose_voice(persona.spec()).name
+        except InvalidPersonaError:
+            wanted = ""
         recorded = voice_names.get(persona.voice_id, persona.voice_id) if persona.voice_id else ""
         yield {
             "id": persona.id,
             "name": persona.name,
-            "status": persona.agent_status(now, problem),
+            "status": state.status.value,
             "voice": recorded,
             "wanted_voice": wanted,
             "voice_differs": bool(persona.elevenlabs_agent_id and wanted and recorded != wanted),
             "agent_id": persona.elevenlabs_agent_id or "",
             "agent_created_at": persona.agent_created_at.isoformat(timespec="seconds") if persona.agent_created_at else "",
-            "problem": problem or "",
+            "reason": state.reason,  # the report's words: why the status is what it is
         }
+
+
+CHECK_REMOTE_HELP = (
+    "Ask ElevenLabs which recorded agents are gone (default). Only ElevenLabs knows: the account's agents are "
+    "listed, one request per 100 agents at batch priority in the shared request budget, and a recorded agent "
+    "the list lacks is looked up by id. Checked by default so that a deleted agent shows as gone here, as in "
+    "the Dagster report. --no-check-remote reads the database alone (no API key, no request); an agent "
+    "deleted on ElevenLabs then shows as active."
+)
 
 
 @click.command("list-agent-status")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--check-remote/--no-check-remote", default=True, help=CHECK_REMOTE_HELP)
 @friendly_errors
-def list_agent_status(fmt: str) -> None:
-    """Every persona and its agent status, with the agent's recorded voice (streams; flat memory at any size)."""
+def list_agent_status(fmt: str, check_remote: bool) -> None:
+    """Every persona and its agent status (active, drifted, gone, invalid, missing, in_progress, interrupted:
+    the words of the Dagster agent_status_report), with the agent's recorded voice. Streams the personas."""
     settings = load_settings()
-    rows = _status_rows(open_store(settings), settings.voice_catalogue)
-    {"csv": _write_csv, "json": _write_json, "table": _write_table}[fmt](rows, sys.stdout)
+    store = open_store(settings)
+    write = {"csv": _write_csv, "json": _write_json, "table": _write_table}[fmt]
+    if not check_remote:
+        write(_status_rows(store, settings, None), sys.stdout)
+        return
+    try:
+        api_key = require_api_key()
+    except ConfigurationError as exc:
+        raise CommandError(f"{exc}\n(or pass --no-check-remote to read the database alone)") from None
+    with build_client(settings, api_key=api_key, priority=Priority.BATCH) as client:
+        write(_status_rows(store, settings, RemoteAgents(client)), sys.stdout)
 
 
 def _write_csv(rows: Iterator[dict], stream: TextIO) -> None:
@@ -197,7 +236,7 @@ def _write_table(rows: Iterator[dict], stream: TextIO) -> None:
         differing += row["voice_differs"]
         stream.write(
             f"{row['id']:>8}  {name:<28}  {row['status']:<11}  {voice:<17}  {row['agent_id']:<34}  "
-            f"{row['agent_created_at']}{'  ' + plain(row['problem']) if row['problem'] else ''}\n"
+            f"{row['agent_created_at']}{'  ' + plain(row['reason']) if row['reason'] else ''}\n"
         )
     total = sum(counts.values())
     stream.write(f"{total} personas: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + "\n")

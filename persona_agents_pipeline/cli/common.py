@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import click
 import sqlalchemy.exc
@@ -22,6 +26,7 @@ from ..voice_policy import InvalidPersonaError
 
 console = Console(stderr=True)  # progress, warnings and errors
 out = Console(highlight=False)  # the command's answer
+INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 class CommandError(click.ClickException):
@@ -36,6 +41,10 @@ def friendly_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            # Ctrl-C outside a batch: the operation under way has released its claim on the way out.
+            console.print("[yellow]Interrupted.[/]")
+            sys.exit(INTERRUPTED_EXIT_CODE)
         except MalformedResponseError as exc:
             raise CommandError(
                 f"unexpected response from the ElevenLabs API at {load_settings().base_url} ({exc}); "
@@ -91,6 +100,54 @@ def confirm_or_refuse(question: str, yes: bool) -> None:
         raise CommandError("no terminal to confirm on; pass --yes to proceed without confirmation")
     if not click.confirm(question, default=False):
         raise CommandError("cancelled; nothing was changed")
+
+
+@contextmanager
+def stopping_on_ctrl_c(service: ProvisioningService, summary: Callable[[], None]) -> Iterator[None]:
+    """Ctrl-C during the block (a batch of the service's): the first stops new work and waits, bounded, for
+    the requests in flight; a second quits at once. Either way `summary` prints what was done so far and
+    the command exits 130; the next run adopts or creates what is left (see batch.py)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    stop = service.stop
+
+    def on_ctrl_c(_signal_number, _frame) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.request()
+        # os.write: safe in a signal handler, whatever the consoles were printing when it came.
+        os.write(2, f"\nStopping: no new work starts; waiting up to {stop.settle_seconds:.0f}s for the requests in "
+                    "flight (Ctrl-C again to quit at once).\n".encode())
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    except KeyboardInterrupt:
+        stop.request()
+    finally:
+        # Once stopping, the way out is short: a further Ctrl-C must not cut the summary off.
+        signal.signal(signal.SIGINT, signal.SIG_IGN if stop.requested else previous)
+    if stop.requested:
+        summary()
+        _exit_interrupted(service)
+
+
+def _exit_interrupted(service: ProvisioningService) -> None:
+    let_go = service.stop.in_flight
+    if let_go:
+        console.print(
+            f"[yellow]Quit with {len(let_go)} persona(s) in flight:[/] a create may still land, so they stay claimed "
+            f"until their lease runs out (at most {service.claim_lease.total_seconds():.0f}s); the next run then adopts "
+            "or creates their agents."
+        )
+    console.print("[yellow]Interrupted.[/] Run the command again to finish.")
+    if not let_go:
+        sys.exit(INTERRUPTED_EXIT_CODE)
+    # Threads still waiting for an answer would hold a normal exit until the answer came.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_EXIT_CODE)
 
 
 def progress_bar(label: str) -> Progress:

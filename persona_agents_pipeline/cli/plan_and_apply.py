@@ -9,9 +9,11 @@ from collections import Counter
 import click
 
 from ..display import plain
-from ..reconcile import Action, Plan, apply_plan, build_plan
+from ..provisioning import Outcome
+from ..reconcile import Action, ChangeResult, Plan, apply_plan, build_plan
 from ..store import PersonaNotFoundError
-from .common import confirm_or_refuse, friendly_errors, load_settings, open_store, out, progress_bar, provisioning_service
+from .common import (confirm_or_refuse, friendly_errors, load_settings, open_store, out, progress_bar,
+                     provisioning_service, stopping_on_ctrl_c)
 
 
 def _print_skipped(plan: Plan) -> None:
@@ -55,7 +57,9 @@ def plan_command(fmt: str) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Delete orphaned and duplicate agents without asking.")
 @friendly_errors
 def apply_command(yes: bool) -> None:
-    """Carry out the plan. Updates keep the agent id; deletes (only of this project's agents) need confirmation."""
+    """Carry out the plan. Updates keep the agent id; deletes (only of this project's agents) need confirmation.
+
+    Ctrl-C stops as in create-missing-agents: nothing new starts, no delete follows, exit 130."""
     settings = load_settings()
     service = provisioning_service(settings)
     plan = build_plan(service)
@@ -65,22 +69,36 @@ def apply_command(yes: bool) -> None:
     deletes = plan.of(Action.DELETE)
     if deletes:
         confirm_or_refuse(f"Apply this plan, deleting {len(deletes)} agent(s)?", yes)
-    with progress_bar("Applying") as progress:
-        task = progress.add_task("apply", total=len(plan.actionable))
-        results = apply_plan(
-            service, plan, concurrency=settings.worker_threads, on_result=lambda _result: progress.advance(task)
-        )
-    done = Counter(result.change.action.value for result in results if result.ok)
-    failed = [result for result in results if not result.ok]
-    out.print("Applied: " + ", ".join(f"{count} {action}" for action, count in sorted(done.items())) + f"; {len(failed)} failed.")
+    results: list[ChangeResult] = []
+
+    def arrived(result: ChangeResult) -> None:
+        results.append(result)
+        progress.advance(task)
+
+    with stopping_on_ctrl_c(service, summary=lambda: _print_applied(results, interrupted=len(plan.actionable))):
+        with progress_bar("Applying") as progress:
+            task = progress.add_task("apply", total=len(plan.actionable))
+            apply_plan(service, plan, concurrency=settings.worker_threads, on_result=arrived)
+    _print_applied(results)
     _print_skipped(plan)
+    if any(not result.ok for result in results):
+        sys.exit(1)
+
+
+def _print_applied(results: list[ChangeResult], interrupted: int | None = None) -> None:
+    """`interrupted`: the run was stopped, out of this many changes; those without a result were not started."""
+    stopped = (Outcome.NOT_STARTED.value, Outcome.INTERRUPTED.value)
+    done = Counter(result.change.action.value for result in results if result.ok)
+    failed = [result for result in results if not result.ok and not result.detail.startswith(stopped)]
+    summary = "Applied: " + ", ".join(f"{count} {action}" for action, count in sorted(done.items())) + f"; {len(failed)} failed"
+    if interrupted is not None:
+        summary += f"; {interrupted - sum(done.values()) - len(failed)} not done (interrupted)"
+    out.print(summary + ".")
     for result in results:
-        if result.change.action is Action.DELETE or not result.ok:
+        if result.change.action is Action.DELETE or result in failed:
             status = "ok" if result.ok else "failed"
             line = f"  {status} {result.change.action.value} persona {result.change.persona_id}: {plain(result.detail)}"
             out.print(line, markup=False, soft_wrap=True)
-    if failed:
-        sys.exit(1)
 
 
 @click.command("history")

@@ -9,9 +9,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ..models import AGENT_STATUSES, AgentEvent, Persona, utcnow
+from ..agent_status import AgentStatus, PersonaStatus, persona_statuses
+from ..models import AgentEvent, Persona
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
-from ..drift import desired_config_hash, drifted_hashes
+from ..drift import drifted_hashes
 from .materializations import PartitionRecorder, settled_partitions
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
@@ -210,22 +211,13 @@ def gone_agent_keys(instance: dg.DagsterInstance) -> set[str]:
     }
 
 
-def persona_states(persona_store: PersonaStoreResource, gone: set[str]) -> Iterator[tuple[Persona, str, str]]:
-    """(persona, status, reason) for every persona: the stored status, refined for active agents into gone
-    (found so by the last verification) and drifted (built from other traits than the persona has now)."""
-    now, template = utcnow(), agent_template()
-    for persona in persona_store.get_store().iter_personas():
-        invalid = persona.invalid_reason()
-        status = persona.agent_status(now, invalid)
-        reason = {"invalid": invalid or "", "missing": "no agent yet", "in_progress": "being created",
-                  "interrupted": "a create may have been sent; the next run adopts or creates"}.get(status, "")
-        if status == "active" and persona_key(persona.id) in gone:
-            status, reason = "gone", f"agent {persona.elevenlabs_agent_id} not found on ElevenLabs at the last verification"
-        elif status == "active" and invalid:
-            status, reason = "invalid", f"{invalid} (its agent was built from earlier, valid traits)"
-        elif status == "active" and desired_config_hash(template, persona) != persona.agent_config_hash:
-            status, reason = "drifted", "agent built from other traits than the persona has now"
-        yield persona, status, reason
+def persona_states(persona_store: PersonaStoreResource, gone: set[str]) -> Iterator[PersonaStatus]:
+    """Every persona's status; its agent counts as gone when the last verification found it so."""
+
+    def found(persona: Persona) -> str | None:
+        return "at the last verification" if persona_key(persona.id) in gone else None
+
+    return persona_statuses(persona_store.get_store().iter_personas(), agent_template(), found)
 
 
 @dg.asset(
@@ -237,12 +229,12 @@ def persona_states(persona_store: PersonaStoreResource, gone: set[str]) -> Itera
     "refreshes it after persona changes and finished runs.",
 )
 def agent_status_report(context: dg.AssetExecutionContext, persona_store: PersonaStoreResource) -> dg.Output[pd.DataFrame]:
-    counts: Counter[str] = Counter({status: 0 for status in (*AGENT_STATUSES, "drifted", "gone")})
+    counts: Counter[str] = Counter({status.value: 0 for status in AgentStatus})
     rows: list[tuple[int, str, str, str]] = []
-    for persona, status, reason in persona_states(persona_store, gone_agent_keys(context.instance)):
-        counts[status] += 1
-        if status != "active":
-            rows.append((persona.id, persona.name, status, reason))
+    for state in persona_states(persona_store, gone_agent_keys(context.instance)):
+        counts[state.status.value] += 1
+        if state.status is not AgentStatus.ACTIVE:
+            rows.append((state.persona_id, state.name, state.status.value, state.reason))
     frame = pd.DataFrame({"status": list(counts), "personas": [counts[s] for s in counts]})
     total = int(frame["personas"].sum())
     table = "| status | personas |\n|---|---:|\n" + "\n".join(f"| {s} | {n} |" for s, n in counts.items())
