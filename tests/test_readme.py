@@ -37,7 +37,7 @@ def command_for(words: list[str]) -> tuple[click.Command, list[str]]:
 
 
 def options_of(command: click.Command) -> set[str]:
-    return {name for param in command.params for name in getattr(param, "opts", [])}
+    return {name for param in command.params for name in [*param.opts, *param.secondary_opts]}
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the CLI tests cover PostgreSQL
