@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .client_factory import Priority, build_client
 from .config import Settings
+from .elevenlabs.budget_backend import BudgetUnavailableError
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.errors import (
     AuthenticationError,
@@ -35,6 +36,7 @@ from .exactly_once import (
 from .models import utcnow
 from .store import PersonaNotFoundError, PersonaStore
 from .voice_policy import (
+    DEFAULT_TTS_MODEL,
     AgentTemplate,
     InvalidPersonaError,
     PersonaSpec,
@@ -113,9 +115,9 @@ class ProvisioningService(ExactlyOnce):
         client: ElevenLabsClient,
         voice_catalogue: dict[str, str],
         *,
-        tts_model: str = "eleven_turbo_v2",
+        tts_model: str = DEFAULT_TTS_MODEL,
         owner: str | None = None,
-        claim_lease: timedelta = timedelta(seconds=60),
+        claim_lease: timedelta = timedelta(seconds=Settings.claim_lease_seconds),
         claim_wait: timedelta | None = None,
         max_create_attempts: int = 6,
         replace_lost_agents: bool = False,
@@ -308,7 +310,8 @@ class ProvisioningService(ExactlyOnce):
         """Provision many personas concurrently (`operation` instead of ensure_agent when given), yielding
         each result as it arrives; one persona's failure never stops the others.
 
-        An authentication or permission error stops the batch: every further call would fail the same way.
+        An authentication or permission error, or a budget store out of reach, stops the batch: every further
+        call would fail the same way.
         """
         operation = operation or functools.partial(self.ensure_agent, force=force)
         fatal: list[ElevenLabsError] = []
@@ -322,7 +325,7 @@ class ProvisioningService(ExactlyOnce):
                 return ProvisionResult(persona_id, Outcome.NOT_FOUND, error=str(exc))
             except InvalidPersonaError as exc:
                 return ProvisionResult(persona_id, Outcome.INVALID, error=str(exc))
-            except (AuthenticationError, PermissionDeniedError) as exc:
+            except (AuthenticationError, PermissionDeniedError, BudgetUnavailableError) as exc:
                 fatal.append(exc)
                 return ProvisionResult(persona_id, Outcome.FAILED, error=str(exc))
             except (ElevenLabsError, ClaimTimeoutError) as exc:

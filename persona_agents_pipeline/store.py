@@ -7,6 +7,7 @@ so concurrent writers queue on the busy timeout instead of failing with "databas
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,11 +18,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import DateTime, Engine, create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from .config import ConfigurationError
+from .config import ConfigurationError, database_pool_size
 from .migrations.change_log import VERSION_TABLE
 from .models import AgentEvent, Persona, PersonaChange, utcnow
 from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
@@ -72,10 +73,64 @@ def _normalise_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def create_store_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+# Connections a process waits for a free pooled one before giving up (a lock wait holds one that long at most).
+POOL_TIMEOUT_SECONDS = 60
+# PostgreSQL's words when it has no connection slot left for us.
+_REFUSED = ("too many clients", "remaining connection slots are reserved", "too many connections")
+
+
+class DatabaseConnectionsExhaustedError(ConfigurationError):
+    """The database server refused a connection because all of its connection slots are taken."""
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def shared_engine(database_url: str) -> Engine:
+    """One engine per database URL per process, shared by the store and the SQL budget, so a process holds
+    at most PERSONA_AGENTS_DB_POOL_SIZE connections to a PostgreSQL database however many threads it runs."""
+    url = _normalise_url(database_url)
+    with _engines_lock:
+        if url not in _engines:
+            _engines[url] = create_store_engine(url)
+        return _engines[url]
+
+
+def close_shared_engines() -> None:
+    """Close every pooled connection of this process (tests open databases per test)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def _postgres_engine(url) -> Engine:
+    pool_size = database_pool_size()
+    # Threads beyond the pool wait for a connection instead of opening more: a fixed, documented number
+    # per process is what lets many processes share the server's max_connections.
+    engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0,
+                           pool_timeout=POOL_TIMEOUT_SECONDS,
+                           connect_args={} if "application_name" in url.query else {"application_name": "persona-agents"})
+
+    @event.listens_for(engine, "handle_error")
+    def _explain_refusal(context):
+        if any(words in str(context.original_exception) for words in _REFUSED):
+            raise DatabaseConnectionsExhaustedError(
+                f"the PostgreSQL server at {url.host} refused a connection: all its connection slots "
+                "(max_connections) are in use. Each persona-agents process uses at most "
+                f"PERSONA_AGENTS_DB_POOL_SIZE connections (now {pool_size}); run fewer processes at once, lower "
+                "that setting, or raise max_connections on the server"
+            ) from None
+
+    return engine
+
+
+def create_store_engine(database_url: str) -> Engine:
+    """A new engine; use `shared_engine` unless the caller disposes of it itself."""
     url = make_url(_normalise_url(database_url))
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+        return _postgres_engine(url)
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +178,7 @@ def _adopt_legacy_version_row(connection, config: Config) -> None:
 class PersonaStore:
     def __init__(self, database_url: str):
         self.database_url = _normalise_url(database_url)
-        self.engine = create_store_engine(self.database_url)
+        self.engine = shared_engine(self.database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._installation_id: str | None = None
 
@@ -277,13 +332,21 @@ class PersonaStore:
 
     # ---- claims ---------------------------------------------------------------------------------
 
+    def _database_now(self, later_by: timedelta = timedelta(0)):
+        """The database's clock (naive UTC, as the columns hold it) plus `later_by`, as a SQL expression: claims
+        are written and compared by many hosts, whose own clocks need not agree."""
+        if self.dialect == "sqlite":
+            # Microseconds, as SQLAlchemy writes the column, so stored and computed times compare as text.
+            return func.strftime("%Y-%m-%d %H:%M:%f000", "now", f"{later_by.total_seconds():+f} seconds")
+        return func.timezone("UTC", func.now(), type_=DateTime) + later_by
+
     def try_claim(self, persona_id: int, owner: str, lease: timedelta, *, replacing: bool = False) -> Claim:
         """Atomically take the persona for agent work unless another live claim holds it.
 
         Also stamps `agent_create_attempted_at`: from here on a create may be sent, so a caller that
         later finds this claim expired knows to look for an agent to adopt before creating one.
         """
-        now = utcnow()
+        now = self._database_now()
         with self.session() as session:
             before = session.get(Persona, persona_id)
             if before is None:
@@ -302,7 +365,7 @@ class PersonaStore:
                 .where(*conditions)
                 .values(
                     agent_claim_owner=owner,
-                    agent_claim_expires_at=now + lease,
+                    agent_claim_expires_at=self._database_now(lease),
                     agent_create_attempted_at=func.coalesce(Persona.agent_create_attempted_at, now),
                 )
                 .execution_options(synchronize_session=False)
@@ -314,7 +377,7 @@ class PersonaStore:
             return session.execute(
                 update(Persona)
                 .where(Persona.agent_claim_owner == owner)
-                .values(agent_claim_expires_at=utcnow() + lease)
+                .values(agent_claim_expires_at=self._database_now(lease))
                 .execution_options(synchronize_session=False)
             ).rowcount
 
