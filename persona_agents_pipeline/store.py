@@ -115,10 +115,11 @@ def _postgres_engine(url) -> Engine:
 
     @event.listens_for(engine, "handle_error")
     def _explain_refusal(context):
-        if any(words in str(context.original_exception) for words in _REFUSED):
+        said = str(context.original_exception).strip().splitlines()[-1:] or [""]
+        if any(words in said[0] for words in _REFUSED):
             raise DatabaseConnectionsExhaustedError(
-                f"the PostgreSQL server at {url.host} refused a connection: all its connection slots "
-                "(max_connections) are in use. Each persona-agents process uses at most "
+                f"the PostgreSQL server at {url.host} refused a connection ({said[0]}): its connection slots "
+                "(max_connections, or a limit on the role) are all in use. Each persona-agents process uses at most "
                 f"PERSONA_AGENTS_DB_POOL_SIZE connections (now {pool_size}); run fewer processes at once, lower "
                 "that setting, or raise max_connections on the server"
             ) from None
