@@ -79,6 +79,7 @@ def cron_setting(env: Mapping[str, str], name: str, default: str) -> str:
     fields = raw.split()
     if raw.lower() in _CRON_ALIASES or (
         len(fields) == 5 and all(_cron_field_valid(field, position) for position, field in enumerate(fields))
+        and not (fields[2] in ("30", "31") and fields[3].lower() in ("2", "feb"))  # a day February never has
     ):
         return raw
     raise ConfigurationError(

@@ -49,7 +49,7 @@ def test_the_store_reads_the_pool_size_with_the_same_check():
 
 @pytest.mark.parametrize("name", ["PERSONA_AGENTS_BACKFILL_CRON", "PERSONA_AGENTS_VERIFY_CRON"])
 @pytest.mark.parametrize("value", ["0 25 * * *", "every day", "* * * *", "61 * * * *", "0 3 * * 8", "0 3 */0 * *",
-                                   "5-1 * * * *", "0 3 * foo *"])
+                                   "5-1 * * * *", "0 3 * foo *", "0 0 30 2 *"])
 def test_an_invalid_cron_is_refused_by_name(name, value):
     with pytest.raises(ConfigurationError, match=f"{name} must be a cron expression.*{re.escape(repr(value))}"):
         Settings.from_env({name: value})
