@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 
 import pytest
@@ -126,3 +127,32 @@ def private_redis(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+class SlotTakers:
+    """Threads that each take a slot of a budget and hold it until the block ends; all are joined then."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def got_within(self, budget, seconds: float) -> bool:
+        """Whether `budget` gets a slot within `seconds` (the attempt goes on, to the block's end)."""
+        got = threading.Event()
+
+        def take() -> None:
+            with budget.slot():
+                got.set()
+                self.done.wait(60)
+
+        self.threads.append(threading.Thread(target=take, daemon=True))
+        self.threads[-1].start()
+        return got.wait(seconds)
+
+    def __enter__(self) -> "SlotTakers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(60)

@@ -3,32 +3,17 @@ its key or base URL is spelt."""
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import replace
 
 import pytest
 from budget_helpers import TEST_ACCOUNT as ACCOUNT
+from budget_helpers import SlotTakers
 from budget_helpers import budget_url  # noqa: F401  (fixture)
 
 from persona_agents_pipeline.client_factory import account_id, budget_backend, build_limiter
 from persona_agents_pipeline.config import Settings
 from persona_agents_pipeline.elevenlabs.budget import Priority, SharedBudget
-
-
-def gets_a_slot_within(budget: SharedBudget, seconds: float) -> bool:
-    got = threading.Event()
-
-    def take() -> None:
-        with budget.slot():
-            got.set()
-
-    taker = threading.Thread(target=take, daemon=True)
-    taker.start()
-    if not got.wait(seconds):
-        return False
-    taker.join(30)  # the slot is given back before the test's store goes
-    return True
 
 
 @pytest.mark.parametrize("damage", [
@@ -42,7 +27,8 @@ def test_a_damaged_budget_row_is_reset_instead_of_hanging_every_process(budget_u
     state = first.state(fresh=True)
     assert first.backend.compare_and_set(ACCOUNT, state.version, replace(state, version=state.version + 1, **damage))
     later = SharedBudget(budget_backend(budget_url), ACCOUNT, concurrency_ceiling=2, interactive_reserve=0)
-    assert gets_a_slot_within(later, 10), f"a budget row with {damage} hangs every request"
+    with SlotTakers() as takers:
+        assert takers.got_within(later, 10), f"a budget row with {damage} hangs every request"
     assert "reset" in caplog.text
 
 

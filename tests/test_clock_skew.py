@@ -3,7 +3,6 @@ clock, so a host whose own clock runs fast neither steals live claims or slots n
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
@@ -11,6 +10,7 @@ from typing import Iterator
 
 import pytest
 from budget_helpers import TEST_ACCOUNT as ACCOUNT
+from budget_helpers import SlotTakers
 from budget_helpers import budget_url  # noqa: F401  (fixture)
 
 import persona_agents_pipeline.models
@@ -55,35 +55,6 @@ def test_a_fast_host_writes_its_claim_leases_on_the_database_clock(store):
 
 def _budget(url: str) -> SharedBudget:
     return SharedBudget(budget_backend(url), ACCOUNT, concurrency_ceiling=1, interactive_reserve=0)
-
-
-class SlotTakers:
-    """Threads that each take a slot of a budget and hold it until the block ends; all are joined then."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.threads: list[threading.Thread] = []
-
-    def got_within(self, budget: SharedBudget, seconds: float) -> bool:
-        """Whether `budget` gets a slot within `seconds` (the attempt goes on, to the block's end)."""
-        got = threading.Event()
-
-        def take() -> None:
-            with budget.slot():
-                got.set()
-                self.done.wait(60)
-
-        self.threads.append(threading.Thread(target=take, daemon=True))
-        self.threads[-1].start()
-        return got.wait(seconds)
-
-    def __enter__(self) -> "SlotTakers":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.done.set()
-        for thread in self.threads:
-            thread.join(60)
 
 
 def test_a_host_90_s_fast_cannot_take_a_slot_another_host_holds(budget_url):

@@ -3,6 +3,7 @@ store and the budget, so many processes fit in the server's max_connections; a r
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -56,18 +57,28 @@ def named(url: str, application_name: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}application_name={application_name}"
 
 
-def test_one_cli_run_at_concurrency_8_holds_at_most_4_connections(pg_store):
-    store = pg_store
-    ids = store.add_personas(demo_personas(40))
+def peak_connections_of(store, personas: int, *, cli_runs: int, ensure_loops: int) -> int:
+    """Run `create-missing-agents --concurrency 8` processes and `ensure_agent` loops at once on the store's
+    database; every one must exit 0 and every persona end with one agent. The peak of their connections."""
+    ids = store.add_personas(demo_personas(personas))
     application = f"pa_{uuid.uuid4().hex[:12]}"
-    with SandboxServer(latency=0.05) as sandbox, PeakConnections(application) as connections:
+    with SandboxServer(latency=0.02) as sandbox, PeakConnections(application) as connections:
         env = env_for(store, sandbox, ELEVENLABS_MAX_CONCURRENT=8, PERSONAS_DATABASE_URL=named(store.database_url, application))
-        result = subprocess.run([*CLI, "create-missing-agents", "--yes", "--concurrency", "8"], env=env,
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stdout + result.stderr
+        runs = [subprocess.Popen([*CLI, "create-missing-agents", "--yes", "--concurrency", "8"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(cli_runs)]
+        runs += [subprocess.Popen([sys.executable, "-c", ENSURE_SCRIPT, *map(str, ids)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(ensure_loops)]
+        for run in runs:
+            out, errors = run.communicate(timeout=600)
+            assert run.returncode == 0, out + errors
         assert_exactly_one_agent_each(store, sandbox.agents(), ids)
-    print(f"peak connections of one create-missing-agents run at concurrency 8: {connections.peak}")
-    assert 1 <= connections.peak <= 4
+    return connections.peak
+
+
+def test_one_cli_run_at_concurrency_8_holds_at_most_4_connections(pg_store):
+    peak = peak_connections_of(pg_store, 40, cli_runs=1, ensure_loops=0)
+    print(f"peak connections of one create-missing-agents run at concurrency 8: {peak}")
+    assert 1 <= peak <= 4
 
 
 def test_a_refused_connection_says_what_to_change(postgres_url):
@@ -77,7 +88,7 @@ def test_a_refused_connection_says_what_to_change(postgres_url):
         connection.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"))
     try:
         url = postgres_url.replace("postgres@", f"{role}@", 1)
-        result = subprocess.run([*CLI, "list-agent-status"], env={**env_for_database(url)}, capture_output=True,
+        result = subprocess.run([*CLI, "list-agent-status"], env={**os.environ, "PERSONAS_DATABASE_URL": url, "COLUMNS": "300"}, capture_output=True,
                                 text=True, timeout=120)
     finally:
         with admin.begin() as connection:
@@ -88,25 +99,7 @@ def test_a_refused_connection_says_what_to_change(postgres_url):
     assert "refused a connection" in result.stderr and "PERSONA_AGENTS_DB_POOL_SIZE" in result.stderr, result.stderr
 
 
-def env_for_database(url: str) -> dict[str, str]:
-    import os
-
-    return {**os.environ, "PERSONAS_DATABASE_URL": url, "COLUMNS": "300"}
-
-
 def test_ten_cli_runs_and_two_ensure_agent_loops_fit_in_the_default_max_connections(pg_store):
-    store = pg_store
-    ids = store.add_personas(demo_personas(60))
-    application = f"pa_{uuid.uuid4().hex[:12]}"
-    with SandboxServer(latency=0.02) as sandbox, PeakConnections(application) as connections:
-        env = env_for(store, sandbox, ELEVENLABS_MAX_CONCURRENT=8, PERSONAS_DATABASE_URL=named(store.database_url, application))
-        runs = [subprocess.Popen([*CLI, "create-missing-agents", "--yes", "--concurrency", "8"], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(10)]
-        runs += [subprocess.Popen([sys.executable, "-c", ENSURE_SCRIPT, *map(str, ids)], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        for run in runs:
-            out, errors = run.communicate(timeout=600)
-            assert run.returncode == 0, out + errors
-        assert_exactly_one_agent_each(store, sandbox.agents(), ids)
-    print(f"peak connections of 10 CLI runs and 2 ensure_agent loops: {connections.peak}")
-    assert connections.peak <= 12 * 4
+    peak = peak_connections_of(pg_store, 60, cli_runs=10, ensure_loops=2)
+    print(f"peak connections of 10 CLI runs and 2 ensure_agent loops: {peak}")
+    assert peak <= 12 * 4
