@@ -12,7 +12,7 @@ from .config import BUDGET_OFF, ConfigurationError, Settings, load_api_key
 from .elevenlabs.budget import BudgetBackend, Priority, SharedBudget
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.rate_limit import RequestLimiter
-from .store import shared_engine
+from .engines import shared_engine
 
 _backends: dict[str, BudgetBackend] = {}
 _backends_lock = threading.Lock()
