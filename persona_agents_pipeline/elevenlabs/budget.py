@@ -15,6 +15,11 @@ Two rules, both shared:
   Batch starts are also paced one average gap apart (window / ring), reserved ahead and slept to, so the
   ring's entries never come free as one burst.
 
+Every lease, pause and start is timed by the store's clock (store_clock.py), never a host's own: hosts whose
+clocks disagree still share the slots and pauses fairly. A stored state no process could have written (a
+concurrency of 0, a pause far ahead) is reset rather than obeyed, and what a response teaches the budget is
+never worth failing a request that is done when the store is away.
+
 Interactive callers (`ensure_agent` while a trainee waits) come first: while any has been seen in the
 last INTERACTIVE_RECENT_SECONDS, the lowest slots and ring entries are reserved for them, so a backfill
 never takes the whole budget; when none has, a backfill may use all of it.

@@ -76,6 +76,7 @@ class SqlBudgetBackend:
                     connection.exec_driver_sql(f"ALTER TABLE {accounts.name} ADD COLUMN {ddl}")
 
     def close(self) -> None:
+        # The engine is the process's shared one (engines.py): this closes idle connections; it opens new ones if used.
         self.engine.dispose()
 
     def now(self) -> float:
