@@ -3,6 +3,7 @@ with a bounded pool on PostgreSQL and SQLite's writers queued on its busy timeou
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -50,6 +51,19 @@ def shared_engine(database_url: str) -> Engine:
         if url not in _engines:
             _engines[url] = create_store_engine(url)
         return _engines[url]
+
+
+def _fresh_pools_in_a_forked_child() -> None:
+    """A forked child (Celery's prefork pool, multiprocessing) inherits the engines with the parent's pooled
+    connections: one socket used by two processes. It keeps the engines and starts their pools afresh, leaving
+    the parent's connections open for the parent."""
+    global _engines_lock
+    _engines_lock = threading.Lock()  # another thread may have held it at the fork
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_fresh_pools_in_a_forked_child)
 
 
 def close_shared_engines() -> None:
