@@ -28,7 +28,8 @@ LAYERS: list[tuple[str, dict[str, str]]] = [
                          "voice_policy": "voice_policy.py (voice, settings, prompt, payload)"}),
 ]
 # Modules that share a home with another.
-ALIASES = {"migrations": "store", "installation": "store", "display": "cli", "demo_data": "demo"}
+ALIASES = {"migrations": "store", "installation": "store", "engines": "store", "display": "cli", "demo_data": "demo",
+           "setting_values": "config"}
 
 
 def home(module: str) -> str | None:

@@ -12,18 +12,18 @@ from .config import BUDGET_OFF, ConfigurationError, Settings, load_api_key
 from .elevenlabs.budget import BudgetBackend, Priority, SharedBudget
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.rate_limit import RequestLimiter
-from .store import create_store_engine
+from .engines import shared_engine
 
 _backends: dict[str, BudgetBackend] = {}
 _backends_lock = threading.Lock()
 
 
-def budget_backend(url: str) -> BudgetBackend:
+def budget_backend(url: str, *, outage_seconds: float = Settings.budget_outage_seconds) -> BudgetBackend:
     """One backend (engine or Redis connection pool) per URL per process; one that does not answer is a
     configuration error naming the setting (the URL is shown without its password)."""
     with _backends_lock:
         if url not in _backends:
-            _backends[url] = _open_backend(url)
+            _backends[url] = _open_backend(url, outage_seconds)
         return _backends[url]
 
 
@@ -35,18 +35,18 @@ def close_budget_backends() -> None:
         _backends.clear()
 
 
-def _open_backend(url: str) -> BudgetBackend:
+def _open_backend(url: str, outage_seconds: float) -> BudgetBackend:
     try:
         if url.startswith(("redis://", "rediss://", "unix://")):
             from .elevenlabs.budget_redis import RedisBudgetBackend
 
-            backend = RedisBudgetBackend(url)
+            backend = RedisBudgetBackend(url, outage_seconds=outage_seconds)
             backend.client.ping()
             return backend
         from .elevenlabs.budget_sql import SqlBudgetBackend
 
-        # Short transactions from at most `concurrency` threads: a few connections are plenty.
-        return SqlBudgetBackend(create_store_engine(url, pool_size=2, max_overflow=8))
+        # The store's own engine when the budget lives in the personas database: one pool per process.
+        return SqlBudgetBackend(shared_engine(url))
     except Exception as exc:  # any driver's failure to connect or parse: say which setting to fix
         shown = urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl()
         raise ConfigurationError(
@@ -55,17 +55,28 @@ def _open_backend(url: str) -> BudgetBackend:
         ) from None
 
 
-def account_id(base_url: str, api_key: str | None) -> str:
-    """Names the account's budget without storing anything that reveals the key."""
-    return hashlib.sha256(f"{base_url.rstrip('/')}\0{api_key or ''}".encode()).hexdigest()[:32]
+def account_id(base_url: str, api_key: str | None, account_name: str | None = None) -> str:
+    """Names the account's budget without storing anything that reveals the key: by the account's name
+    (PERSONA_AGENTS_BUDGET_ACCOUNT) when given, so every key of the account shares one budget, else by the key;
+    either with the base URL as the API sees it (`HTTPS://API.x:443/` is `https://api.x`)."""
+    who = f"account:{account_name}" if account_name else (api_key or "")
+    return hashlib.sha256(f"{_normalised_base_url(base_url)}\0{who}".encode()).hexdigest()[:32]
+
+
+def _normalised_base_url(base_url: str) -> str:
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme.lower()
+    port = parts.port if parts.port not in (None, {"http": 80, "https": 443}.get(scheme)) else None
+    host = (parts.hostname or "") + (f":{port}" if port else "")
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
 
 
 def build_limiter(settings: Settings, api_key: str | None, priority: Priority) -> SharedBudget | RequestLimiter:
     if settings.budget_url == BUDGET_OFF:
         return RequestLimiter(settings.rate_limit, settings.max_concurrent)
     return SharedBudget(
-        budget_backend(settings.budget_url or settings.database_url),
-        account_id(settings.base_url, api_key),
+        budget_backend(settings.budget_url or settings.database_url, outage_seconds=settings.budget_outage_seconds),
+        account_id(settings.base_url, api_key, settings.budget_account),
         priority=priority,
         concurrency_ceiling=settings.max_concurrent,
         rate_per_second=settings.rate_limit,

@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from .setting_values import (
+    ConfigurationError,
+    budget_url_setting,
+    cron_setting,
+    number_setting,
+    optional_number_setting,
+)
 from .voice_policy import DEFAULT_TTS_MODEL, DEFAULT_VOICE_CATALOGUE, VOICE_PROFILES, AgentTemplate
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 PRODUCTION = "production"
 DEVELOPMENT = "development"
-
-
-class ConfigurationError(RuntimeError):
-    """Settings that cannot work; the message says what to change."""
 
 
 def data_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -189,47 +192,6 @@ def _flag(value: str, name: str) -> bool:
     raise ConfigurationError(f"{name} must be true or false, got {value!r}")
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be positive, got {raw!r}")
-    return value
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ConfigurationError(f"{name} must be a whole number of at least 1, got {raw!r}")
-    return int(raw)
-
-
-def _optional_positive_float(env: Mapping[str, str], name: str) -> float | None:
-    return _positive_float(env, name, 0.0) if env.get(name) else None
-
-
-def _reserve(env: Mapping[str, str]) -> float:
-    raw = env.get("PERSONA_AGENTS_INTERACTIVE_RESERVE") or "0.1"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise ConfigurationError(f"PERSONA_AGENTS_INTERACTIVE_RESERVE must be a fraction in [0, 1), got {raw!r}")
-    return value
-
-
-def _optional_int(value: float | None) -> int | None:
-    return max(1, int(value)) if value is not None else None
-
-
 # Threads of bulk commands when no concurrency is configured: the shared budget, not the thread count,
 # decides how many requests are in flight, so this only needs to exceed the largest plan's limit.
 DEFAULT_WORKER_THREADS = 32
@@ -251,9 +213,16 @@ class Settings:
     # Where the one API budget of all processes lives: None means the personas database; redis://... ;
     # "off" gives each process its own limiter (only for comparison: processes then oversubscribe).
     budget_url: str | None = None
+    # Names the account's budget, so processes with different keys (or spellings of the base URL) of one
+    # account share it; unset, the budget is named by the base URL and the key.
+    budget_account: str | None = None
     # A killed process's in-flight slots come back after this; longer than any request (connect + read).
     budget_lease_seconds: float = 45.0
+    # How long a Redis budget that does not answer (a restart, an outage) is waited for before the run stops.
+    budget_outage_seconds: float = 30.0
     interactive_reserve: float = 0.1
+    # Connections per process to a PostgreSQL personas database, shared by the store and the budget.
+    database_pool_size: int = 4
     dashboard_url: str = "https://elevenlabs.io/app/agents/agents"
     # How long a claim outlives a crashed process; live processes renew theirs.
     claim_lease_seconds: float = 60.0
@@ -279,6 +248,8 @@ class Settings:
         auto_create = (
             _flag(auto_raw, "AUTO_CREATE_ELEVENLABS_AGENTS") if auto_raw not in (None, "") else environment == PRODUCTION
         )
+        numbers = {attribute: number_setting(env, name, getattr(cls, attribute), low, high)
+                   for attribute, (name, low, high) in NUMBER_SETTINGS.items()}
         return cls(
             database_url=env.get("PERSONAS_DATABASE_URL") or default_database_url(env),
             base_url=validate_base_url(env.get("ELEVENLABS_BASE_URL") or DEFAULT_BASE_URL),
@@ -286,14 +257,39 @@ class Settings:
             auto_create=auto_create,
             voice_catalogue=_voice_catalogue(env),
             tts_model=env.get("PERSONA_AGENTS_TTS_MODEL") or DEFAULT_TTS_MODEL,
-            rate_limit=_optional_positive_float(env, "ELEVENLABS_RATE_LIMIT"),
-            max_concurrent=_optional_int(_optional_positive_float(env, "ELEVENLABS_MAX_CONCURRENT")),
-            budget_url=env.get("PERSONA_AGENTS_BUDGET_URL") or None,
-            budget_lease_seconds=_positive_float(env, "PERSONA_AGENTS_BUDGET_LEASE_SECONDS", 45.0),
-            interactive_reserve=_reserve(env),
-            claim_lease_seconds=_positive_float(env, "PERSONA_AGENTS_CLAIM_LEASE_SECONDS", 60.0),
-            run_batch_size=_positive_int(env, "PERSONA_AGENTS_RUN_BATCH_SIZE", 500),
-            sensor_interval_seconds=_positive_int(env, "PERSONA_AGENTS_SENSOR_INTERVAL", 30),
-            backfill_cron=env.get("PERSONA_AGENTS_BACKFILL_CRON") or "0 3 * * *",
-            verify_cron=env.get("PERSONA_AGENTS_VERIFY_CRON") or "0 4 * * 0",
+            rate_limit=optional_number_setting(env, "ELEVENLABS_RATE_LIMIT", 0.01, 10_000, whole=False),
+            max_concurrent=optional_number_setting(env, "ELEVENLABS_MAX_CONCURRENT", 1, 1_000, whole=True),
+            budget_url=budget_url_setting(env, "PERSONA_AGENTS_BUDGET_URL"),
+            budget_account=_budget_account(env),
+            backfill_cron=cron_setting(env, "PERSONA_AGENTS_BACKFILL_CRON", cls.backfill_cron),
+            verify_cron=cron_setting(env, "PERSONA_AGENTS_VERIFY_CRON", cls.verify_cron),
+            **numbers,
         )
+
+
+# Settings attribute -> (variable, lowest, highest accepted value); the default is the attribute's.
+NUMBER_SETTINGS = {
+    "budget_lease_seconds": ("PERSONA_AGENTS_BUDGET_LEASE_SECONDS", 5, 3_600),
+    "budget_outage_seconds": ("PERSONA_AGENTS_BUDGET_OUTAGE_SECONDS", 0, 3_600),
+    "claim_lease_seconds": ("PERSONA_AGENTS_CLAIM_LEASE_SECONDS", 1, 86_400),
+    "database_pool_size": ("PERSONA_AGENTS_DB_POOL_SIZE", 1, 50),
+    "interactive_reserve": ("PERSONA_AGENTS_INTERACTIVE_RESERVE", 0, 0.9),
+    "run_batch_size": ("PERSONA_AGENTS_RUN_BATCH_SIZE", 1, 10_000),
+    "sensor_interval_seconds": ("PERSONA_AGENTS_SENSOR_INTERVAL", 1, 86_400),
+}
+
+
+def database_pool_size(env: Mapping[str, str] = os.environ) -> int:
+    """PERSONA_AGENTS_DB_POOL_SIZE, checked: for the store's engine, built where no Settings is at hand."""
+    name, low, high = NUMBER_SETTINGS["database_pool_size"]
+    return number_setting(env, name, Settings.database_pool_size, low, high)
+
+
+def _budget_account(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("PERSONA_AGENTS_BUDGET_ACCOUNT") or "").strip()
+    if raw and not (len(raw) <= 100 and all("!" <= character <= "~" for character in raw)):
+        raise ConfigurationError(
+            "PERSONA_AGENTS_BUDGET_ACCOUNT must be a name of 1 to 100 printable ASCII characters without spaces "
+            "(the same on every process using the account)"
+        )
+    return raw or None

@@ -19,6 +19,7 @@ from .agent_comparison import differing_fields, foreign_tags
 from .batch import NOT_STARTED, BatchStop, run_batch
 from .client_factory import Priority, build_client
 from .config import Settings
+from .elevenlabs.budget_backend import BudgetUnavailableError
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.errors import (
     AuthenticationError,
@@ -38,6 +39,7 @@ from .exactly_once import (
 from .models import utcnow
 from .store import PersonaNotFoundError, PersonaStore
 from .voice_policy import (
+    DEFAULT_TTS_MODEL,
     AgentTemplate,
     InvalidPersonaError,
     PersonaSpec,
@@ -125,9 +127,9 @@ class ProvisioningService(ExactlyOnce):
         client: ElevenLabsClient,
         voice_catalogue: dict[str, str],
         *,
-        tts_model: str = "eleven_turbo_v2",
+        tts_model: str = DEFAULT_TTS_MODEL,
         owner: str | None = None,
-        claim_lease: timedelta = timedelta(seconds=60),
+        claim_lease: timedelta = timedelta(seconds=Settings.claim_lease_seconds),
         claim_wait: timedelta | None = None,
         max_create_attempts: int = 6,
         replace_lost_agents: bool = False,
@@ -330,8 +332,9 @@ class ProvisioningService(ExactlyOnce):
         """Provision many personas concurrently (`operation` instead of ensure_agent when given), yielding
         each result as it arrives; one persona's failure never stops the others.
 
-        An authentication, permission or refused-redirect error stops the batch (every further call would fail
-        the same way), and so does `self.stop.request()` (Ctrl-C; see batch.py)."""
+        An authentication, permission or refused-redirect error, or a budget store out of reach, stops the
+        batch (every further call would fail the same way), and so does `self.stop.request()` (Ctrl-C; see
+        batch.py)."""
         operation = operation or functools.partial(self.ensure_agent, force=force)
         fatal: list[ElevenLabsError] = []
 
@@ -344,7 +347,7 @@ class ProvisioningService(ExactlyOnce):
                 return ProvisionResult(persona_id, Outcome.NOT_FOUND, error=str(exc))
             except InvalidPersonaError as exc:
                 return ProvisionResult(persona_id, Outcome.INVALID, error=str(exc))
-            except (AuthenticationError, PermissionDeniedError, RedirectRefusedError) as exc:
+            except (AuthenticationError, PermissionDeniedError, RedirectRefusedError, BudgetUnavailableError) as exc:
                 fatal.append(exc)
                 return ProvisionResult(persona_id, Outcome.FAILED, error=str(exc))
             except (ElevenLabsError, ClaimTimeoutError) as exc:

@@ -18,18 +18,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine, delete, event, func, inspect, literal_column, select, text, update
+from sqlalchemy import DateTime, delete, func, inspect, literal_column, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from .config import ConfigurationError
+from .engines import normalise_database_url, shared_engine
 from .installation import require_known_installation
 from .migrations.change_log import VERSION_TABLE, birth_of
 from .models import AgentEvent, Persona, PersonaChange, utcnow
 from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 60_000
 # The persona's own fields, in validate_persona's order; everything else belongs to its agent.
 EDITABLE_FIELDS = ("name", "temper_level", "chattiness", "emotional_attachment", "description")
 ID_CHUNK = 500  # ids per IN (...) list: inside every SQLite's limit (999 variables before 3.32) and PostgreSQL's
@@ -55,48 +54,6 @@ class Claim:
 
     acquired: bool
     persona: Persona | None  # the row as it was just before the claim attempt
-
-
-SUPPORTED_BACKENDS = ("sqlite", "postgresql")
-
-
-def _normalise_url(database_url: str) -> str:
-    url = make_url(database_url)
-    if url.get_backend_name() not in SUPPORTED_BACKENDS:
-        raise ConfigurationError(
-            f"cannot use the database (check PERSONAS_DATABASE_URL): {url.get_backend_name()} is not supported; "
-            "use SQLite (sqlite:///path/to/file.db) or PostgreSQL (postgresql://user@host/db)"
-        )
-    # Plain postgresql:// URLs would pick psycopg2; the project ships psycopg 3.
-    if url.drivername in {"postgresql", "postgres"}:
-        url = url.set(drivername="postgresql+psycopg")
-    return url.render_as_string(hide_password=False)
-
-
-def create_store_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
-    url = make_url(_normalise_url(database_url))
-    if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
-
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record):
-        # Let SQLAlchemy, not the driver, decide when transactions begin (see the "begin" hook below).
-        dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
-        dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
-        # A deferred transaction that reads and then writes can fail at once with "database is locked";
-        # taking the write lock up front makes concurrent writers wait their turn instead.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
 
 
 def _adopt_legacy_version_row(connection, config: Config) -> None:
@@ -134,8 +91,8 @@ def _event(persona_id: int, agent_id: str | None, action: str, reason: str, at: 
 
 class PersonaStore:
     def __init__(self, database_url: str):
-        self.database_url = _normalise_url(database_url)
-        self.engine = create_store_engine(self.database_url)
+        self.database_url = normalise_database_url(database_url)
+        self.engine = shared_engine(self.database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._installation_id: str | None = None
 
@@ -294,13 +251,21 @@ class PersonaStore:
 
     # ---- claims ---------------------------------------------------------------------------------
 
+    def _database_now(self, later_by: timedelta = timedelta(0)):
+        """The database's clock (naive UTC, as the columns hold it) plus `later_by`, as a SQL expression: claims
+        are written and compared by many hosts, whose own clocks need not agree."""
+        if self.dialect == "sqlite":
+            # Microseconds, as SQLAlchemy writes the column, so stored and computed times compare as text.
+            return func.strftime("%Y-%m-%d %H:%M:%f000", "now", f"{later_by.total_seconds():+f} seconds")
+        return func.timezone("UTC", func.now(), type_=DateTime) + later_by
+
     def try_claim(self, persona_id: int, owner: str, lease: timedelta, *, replacing: bool = False) -> Claim:
         """Atomically take the persona for agent work unless another live claim holds it.
 
         Also stamps `agent_create_attempted_at`: from here on a create may be sent, so a caller that
         later finds this claim expired knows to look for an agent to adopt before creating one.
         """
-        now = utcnow()
+        now = self._database_now()
         with self.session() as session:
             before = session.get(Persona, persona_id)
             if before is None:
@@ -319,7 +284,7 @@ class PersonaStore:
                 .where(*conditions)
                 .values(
                     agent_claim_owner=owner,
-                    agent_claim_expires_at=now + lease,
+                    agent_claim_expires_at=self._database_now(lease),
                     agent_create_attempted_at=func.coalesce(Persona.agent_create_attempted_at, now),
                 )
                 .execution_options(synchronize_session=False)
@@ -331,7 +296,7 @@ class PersonaStore:
             return session.execute(
                 update(Persona)
                 .where(Persona.agent_claim_owner == owner)
-                .values(agent_claim_expires_at=utcnow() + lease)
+                .values(agent_claim_expires_at=self._database_now(lease))
                 .execution_options(synchronize_session=False)
             ).rowcount
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 
 import pytest
@@ -79,3 +80,79 @@ def forget_rate_fields(url: str) -> None:
             for column in ("rate", "rate_changed_at"):
                 connection.execute(text(f"ALTER TABLE api_budget_accounts DROP COLUMN {column}"))
     close_budget_backends()
+
+
+class PrivateRedis:
+    """A redis-server of this test alone, on a free port, without persistence: stopped and started at will."""
+
+    def __init__(self, workdir) -> None:
+        from cluster_helpers import free_port
+
+        self.port, self.workdir, self.process = free_port(), workdir, None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+
+        import redis
+
+        from waiting import wait_until
+
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answers() -> bool:
+            try:
+                return redis.Redis(port=self.port, socket_connect_timeout=1).ping()
+            except redis.RedisError:
+                return False
+
+        wait_until(answers, f"redis-server answers on port {self.port}", timeout=30, interval=0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary on PATH")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class SlotTakers:
+    """Threads that each take a slot of a budget and hold it until the block ends; all are joined then."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def got_within(self, budget, seconds: float) -> bool:
+        """Whether `budget` gets a slot within `seconds` (the attempt goes on, to the block's end)."""
+        got = threading.Event()
+
+        def take() -> None:
+            with budget.slot():
+                got.set()
+                self.done.wait(60)
+
+        self.threads.append(threading.Thread(target=take, daemon=True))
+        self.threads[-1].start()
+        return got.wait(seconds)
+
+    def __enter__(self) -> "SlotTakers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(60)

@@ -54,8 +54,10 @@ def _release_budget_connections():
     """Each test's databases get their own budget engine in this process; close them with the test."""
     yield
     from persona_agents_pipeline.client_factory import close_budget_backends
+    from persona_agents_pipeline.engines import close_shared_engines
 
     close_budget_backends()
+    close_shared_engines()
 
 
 @pytest.fixture

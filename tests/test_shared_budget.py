@@ -21,6 +21,7 @@ from persona_agents_pipeline.client_factory import budget_backend
 from persona_agents_pipeline.config import ConfigurationError
 from persona_agents_pipeline.elevenlabs.budget import Priority, SharedBudget
 from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
+from persona_agents_pipeline.elevenlabs.store_clock import StoreClock
 from persona_agents_pipeline.sandbox import SandboxServer
 
 def make_budget(url: str, priority: Priority = Priority.BATCH, **options) -> SharedBudget:
@@ -178,7 +179,7 @@ def test_concurrent_429s_cut_once_and_quiet_time_grows_back(budget_url, monkeypa
     budget.succeeded()
     assert budget.state(fresh=True).concurrency == 6, "no growth right after a cut"
     later = time.time() + 10
-    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(StoreClock, "__call__", lambda clock: later)  # the shared clock, 10 s on
     budget.succeeded()
     assert budget.state(fresh=True).concurrency == 7
 
@@ -333,12 +334,12 @@ def test_rate_429s_cut_the_shared_rate_once_per_window_never_below_a_quarter_and
     assert other.state(fresh=True).rate == pytest.approx(9.0)
     now = time.time()
     for step in range(1, 20):  # one 429 per window, long enough for the rate to reach its floor
-        monkeypatch.setattr(time, "time", lambda: now + 2.0 * step)
+        monkeypatch.setattr(StoreClock, "__call__", lambda clock: now + 2.0 * step)
         one.rate_exceeded()
     assert other.state(fresh=True).rate == pytest.approx(2.5)
     other.succeeded()
     assert one.state(fresh=True).rate == pytest.approx(2.5), "no growth right after a cut"
-    monkeypatch.setattr(time, "time", lambda: now + 80.0)
+    monkeypatch.setattr(StoreClock, "__call__", lambda clock: now + 80.0)
     other.succeeded()
     assert one.state(fresh=True).rate == pytest.approx(3.0), "a quiet spell gives back 5% of the configured rate"
 

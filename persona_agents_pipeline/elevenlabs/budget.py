@@ -15,6 +15,11 @@ Two rules, both shared:
   Batch starts are also paced one average gap apart (window / ring), reserved ahead and slept to, so the
   ring's entries never come free as one burst.
 
+Every lease, pause and start is timed by the store's clock (store_clock.py), never a host's own: hosts whose
+clocks disagree still share the slots and pauses fairly. A stored state no process could have written (a
+concurrency of 0, a pause far ahead) is reset rather than obeyed, and what a response teaches the budget is
+never worth failing a request that is done when the store is away.
+
 Interactive callers (`ensure_agent` while a trainee waits) come first: while any has been seen in the
 last INTERACTIVE_RECENT_SECONDS, the lowest slots and ring entries are reserved for them, so a backfill
 never takes the whole budget; when none has, a backfill may use all of it.
@@ -35,17 +40,23 @@ cut once.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import random
 import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import Enum
-from typing import Iterator, Protocol
+from typing import Iterator
 
+from .budget_backend import BudgetBackend, BudgetState, BudgetUnavailableError
 from .rate_limit import RATE_QUIET_SECONDS_BEFORE_GROWTH, rate_after_429, rate_after_quiet, starts_per_window
+from .store_clock import StoreClock
+
+logger = logging.getLogger(__name__)
 
 # How much each kind of evidence about the account's concurrency is trusted; a higher one replaces a lower.
 SOURCE_RANK = {"default": 0, "configuration": 1, "plan": 2, "account": 3, "header": 4}
@@ -61,58 +72,30 @@ INTERACTIVE_RECENT_SECONDS = 60.0
 MAX_RING = 100
 # How late past its reserved start a request may still go; a later one has its start moved (_started_on_time).
 LATE_START_TOLERANCE_SECONDS = 0.01
+# Bounds of a usable shared state: as ELEVENLABS_MAX_CONCURRENT's highest value, and the longest pause any
+# answer imposes. A stored state outside them (edited by hand, or damaged) would hang every process: reset.
+MAX_CONCURRENCY = 1000
+MAX_PAUSE_SECONDS = 600.0
+
+
+def _advisory(learn):
+    """What a response teaches the budget is worth a write, not a failed request: an answer already received
+    (a create done) must not turn into an error because the budget's store is away."""
+
+    @functools.wraps(learn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return learn(self, *args, **kwargs)
+        except BudgetUnavailableError as exc:
+            logger.warning("the API budget did not learn from an answer: %s", exc)
+            return None
+
+    return wrapper
 
 
 class Priority(str, Enum):
     INTERACTIVE = "interactive"  # someone is waiting: ensure_agent before a session
     BATCH = "batch"  # CLI bulk commands, Dagster runs, backfills
-
-
-@dataclass(frozen=True)
-class BudgetState:
-    account_limit: int  # the account's concurrency as best known (capped by the configured ceiling)
-    concurrency: int  # slots usable now: account_limit, or fewer after too_many_concurrent_requests
-    source: str  # a SOURCE_RANK key: where account_limit came from
-    paused_until: float = 0.0  # epoch seconds; nothing starts before (system_busy, Retry-After)
-    changed_at: float = 0.0  # last cut or growth, epoch seconds
-    interactive_seen_at: float = 0.0  # last request of an interactive caller, epoch seconds
-    version: int = 0  # bumped by every change (compare-and-set)
-    # Starts per second usable now, after rate_limit_exceeded 429s; 0.0 until the first: the configured rate.
-    rate: float = 0.0
-    rate_changed_at: float = 0.0  # last rate cut or growth, epoch seconds
-
-
-class BudgetBackend(Protocol):
-    """Atomic primitives over shared storage; all policy lives in SharedBudget."""
-
-    def state(self, account: str) -> BudgetState | None: ...
-
-    def create_state(self, account: str, state: BudgetState) -> None:
-        """Insert the state unless one exists (another process may have won)."""
-
-    def compare_and_set(self, account: str, expected_version: int, new: BudgetState) -> bool: ...
-
-    def take_slot(self, account: str, first: int, end: int, holder: str, now: float, lease_until: float) -> int | None:
-        """Lease the lowest slot in [first, end) whose lease has expired; None when all are held."""
-
-    def release_slot(self, account: str, slot: int, holder: str) -> None: ...
-
-    def take_start(self, account: str, first: int, end: int, window: float, gap: float) -> tuple[int, float] | None:
-        """Reserve the next start on the oldest ring entry in [first, end): no earlier than `window` after that
-        entry's last start, nor than `gap` after the newest start of the whole ring, nor than now. Return the
-        entry and the start (epoch seconds), or None when no entry can be reserved this instant (poll again).
-        Callers take starts one at a time per account. The clock is read once the ring is held: a stamp taken
-        before queuing for the store would lie in the past, and let the next caller in early."""
-
-    def move_start(self, account: str, entry: int, reserved: float) -> float | None:
-        """Move the entry's start from `reserved` to now (read once the ring is held) and return it; None when
-        the entry has been reserved again since."""
-
-    def held_slots(self, account: str, now: float) -> int:
-        """Slots whose lease has not expired (for tests and status)."""
-
-    def close(self) -> None:
-        """Release the connections."""
 
 
 def reserved_for_interactive(total: int, fraction: float) -> int:
@@ -158,6 +141,7 @@ class SharedBudget:
         self._parts = max(1, math.ceil(math.floor(rate_per_second) / MAX_RING)) if rate_per_second else 1
         self._ring = max(1, math.floor(rate_per_second / self._parts)) if rate_per_second else 0
         self._start_window = self._window / self._parts
+        self._now = StoreClock(backend.now)
         self._cached: BudgetState | None = None
         self._cached_at = -math.inf
         self._lock = threading.Lock()
@@ -193,10 +177,25 @@ class SharedBudget:
         limit from the next response, instead of failing its requests."""
         for _ in range(3):
             state = self.backend.state(self.account)
-            if state is not None:
+            if state is not None and self._damage(state) is None:
                 return state
-            self.backend.create_state(self.account, self._initial)
+            if state is None:
+                self.backend.create_state(self.account, self._initial)
+            else:
+                logger.warning("the API budget's shared state held %s; it is reset to this process's configuration",
+                               self._damage(state))
+                self.backend.compare_and_set(self.account, state.version, replace(self._initial, version=state.version + 1))
         raise RuntimeError("the API budget's shared state cannot be created again in its store")
+
+    def _damage(self, state: BudgetState) -> str | None:
+        """What makes a stored state unusable, or None."""
+        if not (1 <= state.concurrency <= MAX_CONCURRENCY and 1 <= state.account_limit <= MAX_CONCURRENCY):
+            return f"a concurrency of {state.concurrency} (limit {state.account_limit}; accepted 1 to {MAX_CONCURRENCY})"
+        if not (math.isfinite(state.paused_until) and state.paused_until <= self._now() + MAX_PAUSE_SECONDS):
+            return f"a pause more than {MAX_PAUSE_SECONDS:.0f} s ahead"
+        if not (math.isfinite(state.rate) and state.rate >= 0):
+            return f"a rate of {state.rate}"
+        return None
 
     def _change(self, propose) -> bool:
         """Apply `propose(current) -> new state or None` with compare-and-set; retried on a lost race."""
@@ -215,6 +214,7 @@ class SharedBudget:
         """True while the account's own figure is unknown (only configuration or the default)."""
         return SOURCE_RANK[self.state().source] < SOURCE_RANK["plan"]
 
+    @_advisory
     def observe_limit(self, limit: int, source: str) -> None:
         """Evidence of the account's concurrency: the header, `GET /v1/user`, or the plan's figure."""
         if limit < 1:
@@ -233,9 +233,10 @@ class SharedBudget:
 
         self._change(propose)
 
+    @_advisory
     def concurrency_exceeded(self) -> None:
         """429 too_many_concurrent_requests: someone else spends the account too; use fewer slots."""
-        now = time.time()
+        now = self._now()
 
         def propose(state: BudgetState) -> BudgetState | None:
             # Simultaneous 429s (one per thread and process) are one signal: one cut per window.
@@ -245,11 +246,12 @@ class SharedBudget:
 
         self._change(propose)
 
+    @_advisory
     def rate_exceeded(self) -> None:
         """429 rate_limit_exceeded: the server allows fewer starts than configured; every process starts fewer."""
         if not self.rate_per_second:
             return
-        now = time.time()
+        now = self._now()
 
         def propose(state: BudgetState) -> BudgetState | None:
             current = self._rate_in_force(state)
@@ -265,12 +267,13 @@ class SharedBudget:
         """This process's configured rate, or the shared one once 429s have cut it below that."""
         return min(state.rate, self.rate_per_second) if state.rate else self.rate_per_second
 
+    @_advisory
     def succeeded(self) -> None:
         """A request went through: after a quiet spell, grow back toward the account's limit and the
         configured rate."""
         self._grow_rate()
         state = self.state()
-        now = time.time()
+        now = self._now()
         if state.concurrency >= state.account_limit or now - state.changed_at < QUIET_SECONDS_BEFORE_GROWTH:
             return
 
@@ -282,7 +285,7 @@ class SharedBudget:
         self._change(propose)
 
     def _grow_rate(self) -> None:
-        now = time.time()
+        now = self._now()
 
         def quiet_and_cut(state: BudgetState) -> bool:
             return (bool(self.rate_per_second) and self._rate_in_force(state) < self.rate_per_second
@@ -297,9 +300,10 @@ class SharedBudget:
         if quiet_and_cut(self.state()):
             self._change(propose)
 
+    @_advisory
     def pause(self, seconds: float) -> None:
         """No request of any process starts for `seconds` from now (system_busy, Retry-After)."""
-        until = time.time() + max(0.0, seconds)
+        until = self._now() + min(max(0.0, seconds), MAX_PAUSE_SECONDS)
         self._change(lambda state: replace(state, paused_until=until) if until > state.paused_until else None)
 
     # ---- the slot around a request ------------------------------------------------------------
@@ -307,13 +311,13 @@ class SharedBudget:
     def _first(self, total: int, state: BudgetState) -> int:
         """Interactive callers may use every entry; batch callers skip the reserved lowest ones while
         interactive callers are about."""
-        if self.priority is Priority.INTERACTIVE or time.time() - state.interactive_seen_at > INTERACTIVE_RECENT_SECONDS:
+        if self.priority is Priority.INTERACTIVE or self._now() - state.interactive_seen_at > INTERACTIVE_RECENT_SECONDS:
             return 0
         return reserved_for_interactive(total, self.interactive_reserve)
 
     def _announce_interactive(self) -> None:
         """Make batch callers keep the reserve free (one shared write per few seconds at most)."""
-        now = time.time()
+        now = self._now()
         if now - self.state().interactive_seen_at > 5.0:
             self._change(lambda state: replace(state, interactive_seen_at=now)
                          if now - state.interactive_seen_at > 5.0 else None)
@@ -330,9 +334,14 @@ class SharedBudget:
                 self._take_start()
                 yield
             finally:
-                self.backend.release_slot(self.account, slot, holder)
+                self._release(slot, holder)
         finally:
             self._leave_locally()
+
+    @_advisory
+    def _release(self, slot: int, holder: str) -> None:
+        """A slot not given back (its store away) comes free when its lease ends."""
+        self.backend.release_slot(self.account, slot, holder)
 
     def _enter_locally(self) -> None:
         with self._local:
@@ -349,7 +358,7 @@ class SharedBudget:
         delay = 0.002
         while True:
             state = self.state()
-            now = time.time()
+            now = self._now()
             if state.paused_until > now:
                 time.sleep(state.paused_until - now)
                 continue
@@ -383,7 +392,7 @@ class SharedBudget:
                 time.sleep(random.uniform(0.001, 0.005))
                 continue
             entry, start = reserved
-            time.sleep(max(0.0, start - time.time()))
+            time.sleep(max(0.0, start - self._now()))
             if self._started_on_time(entry, start):
                 return
 
@@ -394,7 +403,7 @@ class SharedBudget:
         So a late start is moved to now before the request goes (a write only when late). False when the stall
         outlasted a window and the entry is someone else's by now."""
         for _ in range(3):  # each move is late only by its own write; a third is as good as it gets
-            if time.time() - start <= LATE_START_TOLERANCE_SECONDS:
+            if self._now() - start <= LATE_START_TOLERANCE_SECONDS:
                 return True
             start = self.backend.move_start(self.account, entry, start)
             if start is None:

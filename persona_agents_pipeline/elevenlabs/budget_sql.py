@@ -10,14 +10,13 @@ different slots instead of waiting on each other.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 
-from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, func, insert, inspect, select, update
+from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, func, insert, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.schema import CreateColumn
 
-from .budget import BudgetState
+from .budget_backend import BudgetState
 
 _metadata = MetaData()
 accounts = Table(
@@ -49,9 +48,17 @@ starts = Table(
 )
 
 
+# The database's clock in epoch seconds: every host reading it sees the same time.
+_NOW = {
+    "postgresql": "SELECT extract(epoch from clock_timestamp())::float8",
+    "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0",
+}
+
+
 class SqlBudgetBackend:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._now_sql = text(_NOW[engine.dialect.name])
         try:
             _metadata.create_all(engine, checkfirst=True)
             self._add_missing_columns()
@@ -69,7 +76,15 @@ class SqlBudgetBackend:
                     connection.exec_driver_sql(f"ALTER TABLE {accounts.name} ADD COLUMN {ddl}")
 
     def close(self) -> None:
+        # The engine is the process's shared one (engines.py): this closes idle connections; it opens new ones if used.
         self.engine.dispose()
+
+    def now(self) -> float:
+        with self.engine.connect() as connection:
+            return self._clock(connection)
+
+    def _clock(self, connection) -> float:
+        return float(connection.execute(self._now_sql).scalar())
 
     def state(self, account: str) -> BudgetState | None:
         with self.engine.connect() as connection:
@@ -144,7 +159,7 @@ class SqlBudgetBackend:
                     return None  # every entry is being taken right now by someone else
                 newest = connection.execute(select(func.max(starts.c.started_at))
                                             .where(starts.c.account == account)).scalar()
-                start = max(time.time(), oldest.started_at + window, newest + gap)
+                start = max(self._clock(connection), oldest.started_at + window, newest + gap)
                 connection.execute(update(starts).where(starts.c.account == account, starts.c.slot == oldest.slot)
                                    .values(started_at=start))
                 return oldest.slot, start
@@ -153,7 +168,7 @@ class SqlBudgetBackend:
 
     def move_start(self, account: str, entry: int, reserved: float) -> float | None:
         with self.engine.begin() as connection:
-            now = time.time()
+            now = self._clock(connection)
             moved = connection.execute(update(starts).where(starts.c.account == account, starts.c.slot == entry,
                                                             starts.c.started_at == reserved)
                                        .values(started_at=now)).rowcount
