@@ -15,6 +15,9 @@ from .voice_policy import DEFAULT_TTS_MODEL, DEFAULT_VOICE_CATALOGUE, VOICE_PROF
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 PRODUCTION = "production"
 DEVELOPMENT = "development"
+# How long the agent list may lag behind creates unless ELEVENLABS_LISTING_LAG_SECONDS says otherwise.
+DEFAULT_LISTING_LAG_SECONDS = 2.0
+MAX_LISTING_LAG_SECONDS = 60.0
 
 
 class ConfigurationError(RuntimeError):
@@ -167,6 +170,20 @@ def _flag(value: str, name: str) -> bool:
     raise ConfigurationError(f"{name} must be true or false, got {value!r}")
 
 
+def _listing_lag(env: Mapping[str, str]) -> float:
+    name = "ELEVENLABS_LISTING_LAG_SECONDS"
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return DEFAULT_LISTING_LAG_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value <= MAX_LISTING_LAG_SECONDS:  # NaN fails both comparisons
+        raise ConfigurationError(f"{name} must be between 0 and {MAX_LISTING_LAG_SECONDS:.0f} seconds, got {raw!r}")
+    return value
+
+
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -235,6 +252,9 @@ class Settings:
     dashboard_url: str = "https://elevenlabs.io/app/agents/agents"
     # How long a claim outlives a crashed process; live processes renew theirs.
     claim_lease_seconds: float = 60.0
+    # How long the API's agent list and search may lag behind its creates: a create whose answer was lost
+    # is looked for until then before another is sent.
+    listing_lag_seconds: float = DEFAULT_LISTING_LAG_SECONDS
     # Dagster automation: partitions per run (why 500: defs/partitions.py), sensor tick, schedules.
     run_batch_size: int = 500
     sensor_interval_seconds: int = 30
@@ -270,6 +290,7 @@ class Settings:
             budget_lease_seconds=_positive_float(env, "PERSONA_AGENTS_BUDGET_LEASE_SECONDS", 45.0),
             interactive_reserve=_reserve(env),
             claim_lease_seconds=_positive_float(env, "PERSONA_AGENTS_CLAIM_LEASE_SECONDS", 60.0),
+            listing_lag_seconds=_listing_lag(env),
             run_batch_size=_positive_int(env, "PERSONA_AGENTS_RUN_BATCH_SIZE", 500),
             sensor_interval_seconds=_positive_int(env, "PERSONA_AGENTS_SENSOR_INTERVAL", 30),
             backfill_cron=env.get("PERSONA_AGENTS_BACKFILL_CRON") or "0 3 * * *",

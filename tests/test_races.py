@@ -154,7 +154,7 @@ def test_duplicates_from_a_search_lagging_beyond_the_bound_are_removed_by_the_ne
         assert all(result.ok for result in service.provision_many(ids, concurrency=10))
         duplicated = [pid for pid, count in agents_per_persona(sandbox).items() if count > 1]
         assert duplicated, "the search must lag beyond the bound"
-        wait_until(lambda: len(service.client.list_agents()) == len(sandbox.agents()), "the listing caught up",
+        wait_until(lambda: len(list(service.client.list_agents())) == len(sandbox.agents()), "the listing caught up",
                    timeout=30, interval=0.1)
 
         results = apply_plan(service, build_plan(service))
