@@ -11,12 +11,17 @@ The guarantee, step by step (`ProvisioningService._provision_under_heartbeat` ru
    rejected, garbled, timed out) settles nothing: it leaves the marker set and no create follows it.
 3. **Adoption.** While the marker is set (after an ambiguous failure, or a crash after the marker), the
    agent is looked up by the persona's identity tag (`_find_existing`) and recorded instead of creating
-   another (`_adopt_or_create`). Of several carrying one identity the oldest is kept (`oldest_first`).
+   another (`_adopt_or_create`). Of several carrying one identity the oldest that still exists is kept
+   (`oldest_first`, `_first_alive`); an agent another persona records is never adopted. The listing
+   lags behind creates, so an empty search settles a create only if it started `listing_lag` after the
+   create was sent (`_search_until_settled`, `CreateMarker.visible_from`).
 4. **Record.** The agent is saved only while our claim holds (`PersonaStore.record_agent` refuses a
-   caller that lost it); a lost claim keeps what the persona records and deletes ours
-   (`_settle_lost_claim`).
+   caller that lost it, and an agent another persona records); a lost claim keeps what the persona
+   records and deletes ours (`_settle_lost_claim`).
 5. **Clean-up.** Duplicates found by adoption and a replaced agent are deleted after the save
-   (`_delete_leftovers`); a DELETE whose answer was lost is settled by looking the agent up.
+   (`_delete_leftovers`); a DELETE whose answer was lost is settled by looking the agent up. An agent any
+   persona records is never deleted for another (`delete_remote_agent`), and a planned duplicate is
+   deleted only under its persona's claim (`delete_duplicate`), so a running recreate finishes first.
 
 `tests/test_exactly_once.py` injects the faults that would break each step (concurrent processes,
 dropped answers, 5xx/429, SIGKILL mid-run, failing searches). The store keeps only the persistence:
