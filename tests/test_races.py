@@ -50,10 +50,7 @@ def test_apply_never_deletes_the_agent_a_running_recreate_is_about_to_record(cli
     before = recorded_agents(store)
     # The create is carried out at once and answered late: apply plans while the new agent is unrecorded.
     sandbox.configure(create_answer_delay_seconds=3.0)
-    recreate = subprocess.Popen(
-        [sys.executable, "-m", "persona_agents_pipeline.cli", "recreate-agent", str(persona_id), "--yes"],
-        env={**os.environ, **cli_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    recreate = recreate_in_background(cli_env, persona_id)
     wait_until(lambda: len(sandbox.agents()) == 3 or recreate.poll() is not None, "the recreate's agent exists",
                timeout=60, interval=0.02)
     [new] = live_ids(sandbox) - set(before.values())
@@ -67,6 +64,30 @@ def test_apply_never_deletes_the_agent_a_running_recreate_is_about_to_record(cli
     assert recorded_agents(store) == {persona_id: new, other: before[other]}
     assert live_ids(sandbox) == {new, before[other]}
     assert claimed(store) == []
+
+
+def recreate_in_background(cli_env, persona_id):
+    return subprocess.Popen(
+        [sys.executable, "-m", "persona_agents_pipeline.cli", "recreate-agent", str(persona_id), "--yes"],
+        env={**os.environ, **cli_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_a_recreate_whose_claim_is_taken_over_says_so_and_keeps_the_live_agent(cli_env, store, sandbox):
+    [persona_id] = provisioned(store, 1)
+    [old] = recorded_agents(store).values()
+    sandbox.configure(create_answer_delay_seconds=3.0)
+    recreate = recreate_in_background(cli_env, persona_id)
+    wait_until(lambda: len(sandbox.agents()) == 2 or recreate.poll() is not None, "the recreate's agent exists",
+               timeout=60, interval=0.02)
+    # Another caller takes the persona over while the create is answered (as after an expired lease).
+    execute(store, "UPDATE personas SET agent_claim_owner = 'another-host', agent_claim_expires_at = :at WHERE id = :id",
+            at=utcnow() + timedelta(minutes=1), id=persona_id)
+
+    output, _ = recreate.communicate(timeout=120)
+
+    assert recreate.returncode == 1 and "was not recreated" in output, output
+    assert recorded_agents(store) == {persona_id: old} and live_ids(sandbox) == {old}
 
 
 # ---- an agent another persona records ----------------------------------------------------------------
