@@ -270,8 +270,10 @@ class ExactlyOnce:
         if current.elevenlabs_agent_id == agent_id:
             return agent_id  # the caller that took over adopted ours
         if current.elevenlabs_agent_id:
-            self.delete_remote_agent(spec.persona_id, agent_id, reason="duplicate after a lost claim")
-            return current.elevenlabs_agent_id
+            # Under the persona's claim: whoever holds it now may be adopting ours.
+            self.delete_duplicate(spec.persona_id, agent_id, reason="duplicate after a lost claim")
+            latest = self.store.get(spec.persona_id) or current
+            return latest.elevenlabs_agent_id or current.elevenlabs_agent_id
         raise ClaimTimeoutError(f"persona {spec.persona_id}: claim lost before agent {agent_id} could be saved")
 
     def delete_remote_agent(self, persona_id: int, agent_id: str, *, reason: str) -> None:

@@ -82,7 +82,7 @@ def test_a_recreate_whose_claim_is_taken_over_says_so_and_keeps_the_live_agent(c
                timeout=60, interval=0.02)
     # Another caller takes the persona over while the create is answered (as after an expired lease).
     execute(store, "UPDATE personas SET agent_claim_owner = 'another-host', agent_claim_expires_at = :at WHERE id = :id",
-            at=utcnow() + timedelta(minutes=1), id=persona_id)
+            at=utcnow() + timedelta(seconds=2), id=persona_id)
 
     output, _ = recreate.communicate(timeout=120)
 
