@@ -4,6 +4,7 @@ is unsettled, create answers naming another persona's agent. On SQLite and Postg
 the sandbox, whose faults stand in for the API's."""
 
 import os
+import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from test_failing_searches import agents_per_persona, service_for
 from test_reconcile import execute, plan_json, planned, provisioned, recorded_agents
 from waiting import wait_until
 
+from persona_agents_pipeline.config import ConfigurationError, Settings
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.elevenlabs.errors import ElevenLabsError
 from persona_agents_pipeline.models import utcnow
@@ -191,6 +193,13 @@ def test_the_sandbox_lists_an_agent_only_after_its_listing_lag(sandbox, sandbox_
     agent_id = sandbox_client.create_agent({"name": "late [persona:1]", "conversation_config": {}})
     assert [list(sandbox_client.list_agents()) for _ in range(2)] == [[], []]
     assert [agent["agent_id"] for agent in sandbox_client.list_agents(search="[persona:1]")] == [agent_id]
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "nan", "inf", "61"])
+def test_a_listing_lag_outside_0_to_60_seconds_is_refused_by_name(raw):
+    with pytest.raises(ConfigurationError, match=r"ELEVENLABS_LISTING_LAG_SECONDS must be .*" + re.escape(repr(raw))):
+        Settings.from_env({"ELEVENLABS_LISTING_LAG_SECONDS": raw})
+    assert Settings.from_env({"ELEVENLABS_LISTING_LAG_SECONDS": "0"}).listing_lag_seconds == 0
 
 
 # ---- deleting a persona whose create is unsettled ----------------------------------------------------
