@@ -164,7 +164,9 @@ class ExactlyOnce:
         deadline = time.monotonic() + self.claim_wait.total_seconds()
         delay = 0.05
         while True:
-            claim = self.store.try_claim(persona_id, self.owner, self.claim_lease, replacing=replacing, for_create=for_create)
+            claim = self.store.try_claim(
+                persona_id, self.owner, self.claim_lease, replacing=replacing, for_create=for_create
+            )
             if claim.persona is None:
                 raise PersonaNotFoundError(persona_id)
             if claim.acquired or (claim.persona.elevenlabs_agent_id and not replacing):
@@ -189,7 +191,9 @@ class ExactlyOnce:
         for attempt in range(self.max_create_attempts):
             if marker.may_exist or search_first:
                 update = payload if search_first else None
-                found = self._search_until_settled(spec.persona_id, marker, exclude, lambda m: self._first_alive(m, update))
+                found = self._search_until_settled(
+                    spec.persona_id, marker, exclude, lambda matches: self._first_alive(matches, update)
+                )
                 if found:
                     marker.may_exist = True  # an agent exists until it is recorded
                     return found

@@ -347,8 +347,9 @@ class PersonaStore:
         ids, found = list(agent_ids), {}
         with self.session() as session:
             for start in range(0, len(ids), ID_CHUNK):
+                chunk = ids[start : start + ID_CHUNK]
                 rows = session.execute(
-                    select(Persona.elevenlabs_agent_id, Persona.id).where(Persona.elevenlabs_agent_id.in_(ids[start : start + ID_CHUNK]))
+                    select(Persona.elevenlabs_agent_id, Persona.id).where(Persona.elevenlabs_agent_id.in_(chunk))
                 )
                 found.update({agent_id: persona_id for agent_id, persona_id in rows})
         return found
@@ -441,4 +442,5 @@ class PersonaStore:
             return session.scalar(select(func.max(PersonaChange.seq))) or 0
 
 
-__all__ = ["PersonaStore", "PersonaNotFoundError", "AgentRecordedElsewhereError", "InvalidPersonaError", "Claim", "SchemaOutOfDateError"]
+__all__ = ["PersonaStore", "PersonaNotFoundError", "AgentRecordedElsewhereError", "InvalidPersonaError", "Claim",
+           "SchemaOutOfDateError"]
