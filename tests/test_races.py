@@ -51,7 +51,7 @@ def test_apply_never_deletes_the_agent_a_running_recreate_is_about_to_record(cli
     persona_id, other = ids
     before = recorded_agents(store)
     # The create is carried out at once and answered late: apply plans while the new agent is unrecorded.
-    sandbox.configure(create_answer_delay_seconds=3.0)
+    sandbox.configure(create_answer_delay_seconds=6.0)
     recreate = recreate_in_background(cli_env, persona_id)
     wait_until(lambda: len(sandbox.agents()) == 3 or recreate.poll() is not None, "the recreate's agent exists",
                timeout=60, interval=0.02)
