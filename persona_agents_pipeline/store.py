@@ -298,7 +298,9 @@ class PersonaStore:
         """
         now = utcnow()
         with self.session() as session:
-            before = session.get(Persona, persona_id)
+            # Locked, so the row we decide on is the row we claim: a caller recording or releasing meanwhile
+            # commits first (PostgreSQL re-evaluates the UPDATE on the new row, but `before` would be stale).
+            before = session.get(Persona, persona_id, with_for_update=True)
             if before is None:
                 return Claim(False, None)
             session.expunge(before)

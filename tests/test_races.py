@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -23,10 +24,11 @@ from persona_agents_pipeline.config import ConfigurationError, Settings
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.elevenlabs.errors import ElevenLabsError
 from persona_agents_pipeline.models import utcnow
-from persona_agents_pipeline.provisioning import Outcome
+from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
+from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
 from persona_agents_pipeline.reconcile import apply_plan, build_plan
 from persona_agents_pipeline.sandbox import SandboxServer
-from persona_agents_pipeline.voice_policy import PROJECT_TAG, identity_marker, identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, PROJECT_TAG, identity_marker, identity_tag
 
 
 def claimed(store):
@@ -66,6 +68,39 @@ def test_apply_never_deletes_the_agent_a_running_recreate_is_about_to_record(cli
     assert recorded_agents(store) == {persona_id: new, other: before[other]}
     assert live_ids(sandbox) == {new, before[other]}
     assert claimed(store) == []
+
+
+def test_recreates_and_applies_racing_in_threads_leave_one_live_recorded_agent_each(store):
+    ids = store.add_personas(demo_personas(4))
+    with SandboxServer(create_answer_delay_seconds=0.3) as sandbox:
+        # Two services as two processes would have (each its own claim owner), with the default timeouts.
+        recreator, applier = (
+            ProvisioningService(store, ElevenLabsClient("sandbox-test-key", sandbox.url), DEFAULT_VOICE_CATALOGUE)
+            for _ in range(2)
+        )
+        assert all(result.ok for result in recreator.provision_many(ids))
+        done, failed = threading.Event(), []
+
+        def apply_until_done():
+            while not done.is_set():
+                failed.extend(result for result in apply_plan(applier, build_plan(applier)) if not result.ok)
+
+        thread = threading.Thread(target=apply_until_done)
+        thread.start()
+        try:
+            recreated = [recreator.recreate_agent(ids[round_ % len(ids)]) for round_ in range(12)]
+        finally:
+            done.set()
+            thread.join()
+
+        assert all(result.outcome is Outcome.RECREATED for result in recreated), recreated
+        assert failed == []
+        # No recorded agent was ever deleted under its persona (apply would then have replaced it).
+        histories = {pid: [(event.action, event.agent_id, event.reason) for event in store.history(pid)] for pid in ids}
+        assert not any(action in ("lost", "replaced") for events in histories.values() for action, *_ in events), histories
+        assert_every_recorded_agent_lives(store, sandbox)
+        assert_exactly_one_agent_each(store, sandbox.agents(), ids)
+        assert claimed(store) == []
 
 
 def recreate_in_background(cli_env, persona_id):
