@@ -327,8 +327,9 @@ class ExactlyOnce:
         return True
 
     def delete_duplicate(self, persona_id: int, agent_id: str, *, reason: str) -> str | None:
-        """Delete an agent planned as a duplicate of the persona's, unless the persona records it now or
-        records none (it may be the one to keep); returns why it was kept, or None once deleted.
+        """Delete an agent planned as a duplicate of the persona's (or of a persona that no longer exists),
+        unless the persona records it now or records none (it may be the one to keep); returns why it was
+        kept, or None once deleted.
 
         Decided under the persona's claim, so a caller creating or replacing its agent right now (whose
         new agent is not recorded yet) finishes first.
@@ -342,8 +343,8 @@ class ExactlyOnce:
                     self.delete_remote_agent(persona_id, agent_id, reason=reason)
                 finally:
                     self.store.release_claim(persona_id, self.owner, create_may_have_happened=None)
-        except PersonaNotFoundError:  # deleted meanwhile: its agents are nobody's
-            self.delete_remote_agent(persona_id, agent_id, reason=f"persona {persona_id} no longer exists")
+        except PersonaNotFoundError:  # deleted (perhaps meanwhile): its agents are nobody's
+            self.delete_remote_agent(persona_id, agent_id, reason=reason)
         return None
 
     def delete_persona(self, persona_id: int, *, reason: str) -> list[str]:

@@ -177,11 +177,7 @@ def _delete(service: ProvisioningService, change: PlannedChange) -> ChangeResult
     """Delete a planned agent, unless the store has moved on since the plan was made: decided again
     under the persona's claim, at delete time."""
     try:
-        if service.store.get(change.persona_id) is None:
-            service.delete_remote_agent(change.persona_id, change.agent_id, reason=change.reason)
-            kept = None
-        else:
-            kept = service.delete_duplicate(change.persona_id, change.agent_id, reason=change.reason)
+        kept = service.delete_duplicate(change.persona_id, change.agent_id, reason=change.reason)
     except AgentRecordedElsewhereError as exc:
         kept = str(exc)
     except (ElevenLabsError, ClaimTimeoutError) as exc:
