@@ -226,6 +226,9 @@ class Settings:
     dashboard_url: str = "https://elevenlabs.io/app/agents/agents"
     # How long a claim outlives a crashed process; live processes renew theirs.
     claim_lease_seconds: float = 60.0
+    # How long the API's agent list and search may lag behind its creates: a create whose answer was lost
+    # is looked for until then before another is sent.
+    listing_lag_seconds: float = 2.0
     # Dagster automation: partitions per run (why 500: defs/partitions.py), sensor tick, schedules.
     run_batch_size: int = 500
     sensor_interval_seconds: int = 30
@@ -274,6 +277,7 @@ NUMBER_SETTINGS = {
     "claim_lease_seconds": ("PERSONA_AGENTS_CLAIM_LEASE_SECONDS", 1, 86_400),
     "database_pool_size": ("PERSONA_AGENTS_DB_POOL_SIZE", 1, 50),
     "interactive_reserve": ("PERSONA_AGENTS_INTERACTIVE_RESERVE", 0, 0.9),
+    "listing_lag_seconds": ("ELEVENLABS_LISTING_LAG_SECONDS", 0, 60),
     "run_batch_size": ("PERSONA_AGENTS_RUN_BATCH_SIZE", 1, 10_000),
     "sensor_interval_seconds": ("PERSONA_AGENTS_SENSOR_INTERVAL", 1, 86_400),
 }

@@ -11,12 +11,17 @@ The guarantee, step by step (`ProvisioningService._provision_under_heartbeat` ru
    rejected, garbled, timed out) settles nothing: it leaves the marker set and no create follows it.
 3. **Adoption.** While the marker is set (after an ambiguous failure, or a crash after the marker), the
    agent is looked up by the persona's identity tag (`_find_existing`) and recorded instead of creating
-   another (`_adopt_or_create`). Of several carrying one identity the oldest is kept (`oldest_first`).
+   another (`_adopt_or_create`). Of several carrying one identity the oldest that still exists is kept
+   (`oldest_first`, `_first_alive`); an agent another persona records is never adopted. The listing
+   lags behind creates, so an empty search settles a create only if it started `listing_lag` after the
+   create was sent (`_search_until_settled`, `CreateMarker.visible_from`).
 4. **Record.** The agent is saved only while our claim holds (`PersonaStore.record_agent` refuses a
-   caller that lost it); a lost claim keeps what the persona records and deletes ours
-   (`_settle_lost_claim`).
+   caller that lost it, and an agent another persona records); a lost claim keeps what the persona
+   records and deletes ours (`_settle_lost_claim`).
 5. **Clean-up.** Duplicates found by adoption and a replaced agent are deleted after the save
-   (`_delete_leftovers`); a DELETE whose answer was lost is settled by looking the agent up.
+   (`_delete_leftovers`); a DELETE whose answer was lost is settled by looking the agent up. An agent any
+   persona records is never deleted for another (`delete_remote_agent`), and a planned duplicate is
+   deleted only under its persona's claim (`delete_duplicate`), so a running recreate finishes first.
 
 `tests/test_exactly_once.py` injects the faults that would break each step (concurrent processes,
 dropped answers, 5xx/429, SIGKILL mid-run, failing searches). The store keeps only the persistence:
@@ -39,7 +44,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.errors import ElevenLabsError, NotFoundError, RateLimitedError
-from .store import Claim, PersonaNotFoundError, PersonaStore
+from .models import Persona, utcnow
+from .store import AgentRecordedElsewhereError, Claim, PersonaNotFoundError, PersonaStore
 from .voice_policy import PersonaSpec, identity_marker
 
 log = logging.getLogger(__name__)
@@ -49,12 +55,39 @@ class ClaimTimeoutError(RuntimeError):
     """Another caller held the persona's claim longer than we wait, or ours ran out before the save."""
 
 
+class UnsettledCreateError(RuntimeError):
+    """A create for the persona may have made an agent, and the search that would find it failed."""
+
+    def __init__(self, persona_id: int, cause: Exception):
+        super().__init__(
+            f"persona {persona_id}: a create may have made an agent nobody records, and the search that would "
+            f"find it failed ({cause}); could not look up its agents, so nothing was deleted; try again later"
+        )
+
+
 @dataclass
 class CreateMarker:
     """Mirrors the persona's create marker during one provisioning: True while a create may have made an
     agent that nobody recorded. The claim is released with this value."""
 
     may_exist: bool
+    # time.monotonic() from which a search shows every create that may exist: the API's listing lags
+    # behind its creates, so an empty search started earlier settles nothing.
+    visible_from: float = 0.0
+
+    def create_sent(self, listing_lag: timedelta) -> None:
+        self.may_exist = True
+        self.visible_from = time.monotonic() + listing_lag.total_seconds()
+
+    @classmethod
+    def inherited(cls, before: Persona, listing_lag: timedelta) -> "CreateMarker":
+        """The marker as an earlier caller left it. Its last create was sent before it released the claim
+        (the marker's time) or before its lease ran out, whichever is later."""
+        if before.agent_create_attempted_at is None:
+            return cls(False)
+        last_send = max(filter(None, (before.agent_create_attempted_at, before.agent_claim_expires_at)))
+        still_hidden = listing_lag - (utcnow() - last_send)
+        return cls(True, time.monotonic() + min(max(still_hidden, timedelta(0)), listing_lag).total_seconds())
 
 
 def default_owner() -> str:
@@ -119,9 +152,11 @@ class ExactlyOnce:
     claim_lease: timedelta
     claim_wait: timedelta
     max_create_attempts: int
+    listing_lag: timedelta
+    _heartbeat: ClaimHeartbeat
     owns: Callable[[dict[str, Any], int], bool]
 
-    def _claim(self, persona_id: int, *, replacing: bool) -> Claim:
+    def _claim(self, persona_id: int, *, replacing: bool, for_create: bool = True) -> Claim:
         """Claim the persona, waiting (bounded) while another caller's live claim holds it.
 
         Returns an unacquired claim only when another caller finished the agent while we waited.
@@ -129,7 +164,9 @@ class ExactlyOnce:
         deadline = time.monotonic() + self.claim_wait.total_seconds()
         delay = 0.05
         while True:
-            claim = self.store.try_claim(persona_id, self.owner, self.claim_lease, replacing=replacing)
+            claim = self.store.try_claim(
+                persona_id, self.owner, self.claim_lease, replacing=replacing, for_create=for_create
+            )
             if claim.persona is None:
                 raise PersonaNotFoundError(persona_id)
             if claim.acquired or (claim.persona.elevenlabs_agent_id and not replacing):
@@ -153,19 +190,18 @@ class ExactlyOnce:
         last_error: ElevenLabsError | None = None
         for attempt in range(self.max_create_attempts):
             if marker.may_exist or search_first:
-                matches = self._find_existing(spec.persona_id, exclude=exclude)
-                if matches:
+                update = payload if search_first else None
+                found = self._search_until_settled(
+                    spec.persona_id, marker, exclude, lambda matches: self._first_alive(matches, update)
+                )
+                if found:
                     marker.may_exist = True  # an agent exists until it is recorded
-                    [keep, *duplicates] = matches
-                    if search_first:
-                        # Unlike the agent of our own lost create, it may have been built from older traits.
-                        self.client.update_agent(keep["agent_id"], payload)
-                    return keep | {"adopted": True}, [agent["agent_id"] for agent in duplicates]
+                    return found
                 marker.may_exist = search_first = False
             if last_error is not None:  # back off before creating again, not before the search above
                 wait = last_error.retry_after if isinstance(last_error, RateLimitedError) else None
                 time.sleep(wait or random.uniform(0, min(30.0, 0.5 * 2 ** (attempt - 1))))
-            marker.may_exist = True  # from here on the create may reach the server
+            marker.create_sent(self.listing_lag)  # from here on the create may reach the server
             try:
                 return {"agent_id": self.client.create_agent(payload)}, []
             except ElevenLabsError as exc:
@@ -178,6 +214,39 @@ class ExactlyOnce:
         assert last_error is not None
         raise last_error
 
+    def _search_until_settled(
+        self, persona_id: int, marker: CreateMarker, exclude: str | None, accept: Callable[[list[dict[str, Any]]], Any]
+    ) -> Any:
+        """What `accept` makes of the agents a search finds (oldest first), or None once a search that can
+        see every create that may exist found nothing acceptable: an empty search started before the
+        listing caught up is repeated, once."""
+        while True:
+            started = time.monotonic()
+            found = accept(self._find_existing(persona_id, exclude=exclude))
+            if found:
+                return found
+            if not marker.may_exist or started >= marker.visible_from:
+                return None
+            log.info("persona %s: no agent found yet; searching again once the listing shows recent creates", persona_id)
+            time.sleep(max(0.0, marker.visible_from - time.monotonic()))
+
+    def _first_alive(
+        self, matches: list[dict[str, Any]], payload: dict[str, Any] | None
+    ) -> tuple[dict[str, Any], list[str]] | None:
+        """The oldest listed agent that still exists (a listing may show deleted agents), and the ones
+        after it as its duplicates. With `payload` the agent is brought to it (it may have been built
+        from older traits), which also proves it exists; otherwise a GET does."""
+        for position, candidate in enumerate(matches):
+            try:
+                if payload is not None:
+                    self.client.update_agent(candidate["agent_id"], payload)
+                else:
+                    self.client.get_agent(candidate["agent_id"])
+            except NotFoundError:
+                continue
+            return candidate | {"adopted": True}, [agent["agent_id"] for agent in matches[position + 1 :]]
+        return None
+
     def _find_existing(self, persona_id: int, *, exclude: str | None) -> list[dict[str, Any]]:
         """This installation's agents carrying the persona's identity (other than `exclude`), oldest first.
 
@@ -189,6 +258,9 @@ class ExactlyOnce:
             for agent in self.client.list_agents(search=identity_marker(persona_id))
             if self.owns(agent, persona_id) and agent.get("agent_id") not in {exclude, *earlier}
         ]
+        # An agent another persona records is that persona's, whatever tag it carries now.
+        recorded = self.store.personas_recording(agent["agent_id"] for agent in matches)
+        matches = [agent for agent in matches if recorded.get(agent["agent_id"], persona_id) == persona_id]
         if len(matches) > 1:
             log.warning("persona %s: %d agents carry its identity; keeping the oldest", persona_id, len(matches))
         return oldest_first(matches)
@@ -203,16 +275,22 @@ class ExactlyOnce:
         if current.elevenlabs_agent_id == agent_id:
             return agent_id  # the caller that took over adopted ours
         if current.elevenlabs_agent_id:
-            self.delete_remote_agent(spec.persona_id, agent_id, reason="duplicate after a lost claim")
-            return current.elevenlabs_agent_id
+            # Under the persona's claim: whoever holds it now may be adopting ours.
+            self.delete_duplicate(spec.persona_id, agent_id, reason="duplicate after a lost claim")
+            latest = self.store.get(spec.persona_id) or current
+            return latest.elevenlabs_agent_id or current.elevenlabs_agent_id
         raise ClaimTimeoutError(f"persona {spec.persona_id}: claim lost before agent {agent_id} could be saved")
 
     def delete_remote_agent(self, persona_id: int, agent_id: str, *, reason: str) -> None:
         """Delete the agent and record it in the persona's history; one already gone is left unrecorded
         (whoever removed it recorded it, e.g. an adoption that deleted a planned duplicate).
 
-        A DELETE whose answer was lost is settled by looking the agent up: gone means deleted.
+        A DELETE whose answer was lost is settled by looking the agent up: gone means deleted. An agent
+        another persona records is that persona's, whatever tag it carries: AgentRecordedElsewhereError.
         """
+        other = self.store.personas_recording([agent_id]).get(agent_id, persona_id)
+        if other != persona_id:
+            raise AgentRecordedElsewhereError(agent_id, other)
         try:
             self.client.delete_agent(agent_id)
         except NotFoundError:
@@ -228,7 +306,7 @@ class ExactlyOnce:
         saved already, and `persona-agents plan` lists what is left)."""
         try:
             self.delete_remote_agent(persona_id, agent_id, reason=reason)
-        except ElevenLabsError as exc:
+        except (ElevenLabsError, AgentRecordedElsewhereError) as exc:
             log.warning("persona %s: could not delete agent %s (%s): %s", persona_id, agent_id, reason, exc)
             return f"agent {agent_id} ({reason}) could not be deleted: {exc}"
         return None
@@ -248,3 +326,50 @@ class ExactlyOnce:
         except NotFoundError:
             return False
         return True
+
+    def delete_duplicate(self, persona_id: int, agent_id: str, *, reason: str) -> str | None:
+        """Delete an agent planned as a duplicate of the persona's (or of a persona that no longer exists),
+        unless the persona records it now or records none (it may be the one to keep); returns why it was
+        kept, or None once deleted.
+
+        Decided under the persona's claim, so a caller creating or replacing its agent right now (whose
+        new agent is not recorded yet) finishes first.
+        """
+        try:
+            with self._heartbeat.held():
+                claim = self._claim(persona_id, replacing=True, for_create=False)
+                try:
+                    if claim.persona.elevenlabs_agent_id in (None, agent_id):
+                        return f"persona {persona_id} may still need it"
+                    self.delete_remote_agent(persona_id, agent_id, reason=reason)
+                finally:
+                    self.store.release_claim(persona_id, self.owner, create_may_have_happened=None)
+        except PersonaNotFoundError:  # deleted (perhaps meanwhile): its agents are nobody's
+            self.delete_remote_agent(persona_id, agent_id, reason=reason)
+        return None
+
+    def delete_persona(self, persona_id: int, *, reason: str) -> list[str]:
+        """Delete the persona and its agents (returned): the recorded one and, while a create is unsettled,
+        those a search finds, as adoption would. All under the persona's claim. A failing search raises
+        UnsettledCreateError and leaves the persona as it was, so no agent is orphaned."""
+        with self._heartbeat.held():
+            claim = self._claim(persona_id, replacing=True, for_create=False)
+            try:
+                agents = self._agents_to_delete_with(claim.persona)
+                for agent_id in agents:
+                    self.delete_remote_agent(persona_id, agent_id, reason=reason)
+                self.store.delete_persona(persona_id)
+            finally:
+                self.store.release_claim(persona_id, self.owner, create_may_have_happened=None)
+        return agents
+
+    def _agents_to_delete_with(self, persona: Persona) -> list[str]:
+        recorded = [persona.elevenlabs_agent_id] if persona.elevenlabs_agent_id else []
+        if persona.agent_create_attempted_at is None:
+            return recorded
+        marker = CreateMarker.inherited(persona, self.listing_lag)
+        try:
+            found = self._search_until_settled(persona.id, marker, persona.elevenlabs_agent_id, lambda matches: matches)
+        except ElevenLabsError as exc:
+            raise UnsettledCreateError(persona.id, exc) from exc
+        return recorded + [agent["agent_id"] for agent in found or []]

@@ -37,7 +37,7 @@ from .exactly_once import (
     unix_to_datetime,
 )
 from .models import utcnow
-from .store import PersonaNotFoundError, PersonaStore
+from .store import AgentRecordedElsewhereError, PersonaNotFoundError, PersonaStore
 from .voice_policy import (
     DEFAULT_TTS_MODEL,
     AgentTemplate,
@@ -134,6 +134,7 @@ class ProvisioningService(ExactlyOnce):
         max_create_attempts: int = 6,
         replace_lost_agents: bool = False,
         installation_id: str | None = None,
+        listing_lag: timedelta = timedelta(seconds=Settings.listing_lag_seconds),
     ):
         self.store = store
         self.client = client
@@ -146,6 +147,8 @@ class ProvisioningService(ExactlyOnce):
         self.claim_wait = claim_wait or max(timedelta(minutes=2), 2 * claim_lease)
         self._heartbeat = ClaimHeartbeat(store, self.owner, claim_lease)
         self.max_create_attempts = max_create_attempts
+        # How long the API's list and search may lag behind its creates.
+        self.listing_lag = listing_lag
         # Auto-creation on: an agent deleted upstream is replaced when found gone; off: it is reported.
         self.replace_lost_agents = replace_lost_agents
 
@@ -173,6 +176,7 @@ class ProvisioningService(ExactlyOnce):
             claim_lease=timedelta(seconds=settings.claim_lease_seconds),
             replace_lost_agents=settings.auto_create,
             installation_id=installation_id,
+            listing_lag=timedelta(seconds=settings.listing_lag_seconds),
         )
 
     # ---- desired state --------------------------------------------------------------------------
@@ -350,7 +354,7 @@ class ProvisioningService(ExactlyOnce):
             except (AuthenticationError, PermissionDeniedError, RedirectRefusedError, BudgetUnavailableError) as exc:
                 fatal.append(exc)
                 return ProvisionResult(persona_id, Outcome.FAILED, error=str(exc))
-            except (ElevenLabsError, ClaimTimeoutError) as exc:
+            except (ElevenLabsError, ClaimTimeoutError, AgentRecordedElsewhereError) as exc:
                 return ProvisionResult(persona_id, Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
 
         def skipped(persona_id: int, why: str) -> ProvisionResult:
@@ -413,7 +417,7 @@ class ProvisioningService(ExactlyOnce):
         old_agent = before.elevenlabs_agent_id if force else None
 
         payload = self.payload_for(spec)
-        marker = CreateMarker(may_exist=before.agent_create_attempted_at is not None)
+        marker = CreateMarker.inherited(before, self.listing_lag)
         try:
             found, duplicates = self._adopt_or_create(spec, payload, marker, exclude=old_agent, search_first=adopt_existing)
         except BaseException:
@@ -433,7 +437,13 @@ class ProvisioningService(ExactlyOnce):
             reason = "agent found by persona identity"
         else:
             reason = f"replaces agent {replaces}, gone from ElevenLabs" if replaces else "persona had no agent"
-        if not self._record(spec, payload, agent_id, outcome, reason, created_at=created_at):
+        try:
+            saved = self._record(spec, payload, agent_id, outcome, reason, created_at=created_at)
+        except AgentRecordedElsewhereError:
+            # The answer named another persona's agent; what our create made is still to be found.
+            self.store.release_claim(persona_id, self.owner, create_may_have_happened=True)
+            raise
+        if not saved:
             return self._result(spec, Outcome.PRESENT, self._settle_lost_claim(spec, agent_id))
         problems = self._delete_leftovers(persona_id, agent_id, duplicates, old_agent)
         log.info("persona %s: %s agent %s", persona_id, outcome.value, agent_id)

@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 from .elevenlabs.errors import ElevenLabsError
 from .elevenlabs.listing import SkippedAgent
-from .exactly_once import oldest_first
+from .exactly_once import ClaimTimeoutError, oldest_first
 from .models import Persona
 from .provisioning import ProvisioningService, ProvisionResult
+from .store import AgentRecordedElsewhereError
 from .voice_policy import InvalidPersonaError, config_hash, identity_of, voice_settings
 
 
@@ -80,15 +81,23 @@ def _remote_project_agents(
     service: ProvisioningService, skipped: list[SkippedAgent]
 ) -> tuple[set[str], dict[int, list[dict[str, Any]]]]:
     """Every listed agent id, and the project's agents grouped by the persona identity they carry; agents
-    of unexpected shape go to `skipped` (their ids still count as listed: such an agent is not gone)."""
+    of unexpected shape go to `skipped` (their ids still count as listed: such an agent is not gone).
+
+    An agent a persona records is grouped under that persona whatever tag it carries (edited or copied
+    upstream), so it is never planned as another persona's duplicate, adoption or orphan.
+    """
     listed: set[str] = set()
-    by_persona: dict[int, list[dict[str, Any]]] = {}
+    tagged: dict[str, tuple[int, dict[str, Any]]] = {}
     installation_id = service.installation_id
     for agent in service.client.list_agents(on_skipped=skipped.append):
         listed.add(agent["agent_id"])
         persona_id = identity_of(agent, installation_id)
         if persona_id is not None:
-            by_persona.setdefault(persona_id, []).append(agent)
+            tagged[agent["agent_id"]] = persona_id, agent
+    recorded_by = service.store.personas_recording(tagged)
+    by_persona: dict[int, list[dict[str, Any]]] = {}
+    for agent_id, (persona_id, agent) in tagged.items():
+        by_persona.setdefault(recorded_by.get(agent_id, persona_id), []).append(agent)
     return listed, by_persona
 
 
@@ -179,15 +188,16 @@ def _provision(service: ProvisioningService, change: PlannedChange) -> Provision
 
 
 def _delete(service: ProvisioningService, change: PlannedChange) -> ChangeResult:
-    """Delete a planned agent, unless the store has moved on since the plan was made."""
-    persona = service.store.get(change.persona_id)
-    if persona is not None and persona.elevenlabs_agent_id in (None, change.agent_id):
-        # The persona records this agent now, or none (a failed adoption): it may be the one to keep.
-        return ChangeResult(change, True, f"kept {change.agent_id}: persona {change.persona_id} may still need it")
+    """Delete a planned agent, unless the store has moved on since the plan was made: decided again
+    under the persona's claim, at delete time."""
     try:
-        service.delete_remote_agent(change.persona_id, change.agent_id, reason=change.reason)
-    except ElevenLabsError as exc:
+        kept = service.delete_duplicate(change.persona_id, change.agent_id, reason=change.reason)
+    except AgentRecordedElsewhereError as exc:
+        kept = str(exc)
+    except (ElevenLabsError, ClaimTimeoutError) as exc:
         return ChangeResult(change, False, f"{type(exc).__name__}: {exc}")
+    if kept:
+        return ChangeResult(change, True, f"kept {change.agent_id}: {kept}")
     return ChangeResult(change, True, f"deleted {change.agent_id}")
 
 

@@ -48,12 +48,24 @@ class PersonaNotFoundError(LookupError):
         super().__init__(f"persona {persona_id} does not exist")
 
 
+class AgentRecordedElsewhereError(RuntimeError):
+    """The agent is recorded by another persona, so it is not this persona's to record."""
+
+    def __init__(self, agent_id: str, persona_id: int):
+        self.agent_id, self.persona_id = agent_id, persona_id
+        super().__init__(f"agent {agent_id} is not this persona's: persona {persona_id} records it")
+
+
 @dataclass(frozen=True)
 class Claim:
     """Outcome of trying to claim a persona for agent work."""
 
     acquired: bool
     persona: Persona | None  # the row as it was just before the claim attempt
+
+
+# Claims are bookkeeping, not edits of the persona: they leave the application's `updated_at` as it is.
+_UNCHANGED = {"updated_at": Persona.updated_at}
 
 
 def _adopt_legacy_version_row(connection, config: Config) -> None:
@@ -259,15 +271,20 @@ class PersonaStore:
             return func.strftime("%Y-%m-%d %H:%M:%f000", "now", f"{later_by.total_seconds():+f} seconds")
         return func.timezone("UTC", func.now(), type_=DateTime) + later_by
 
-    def try_claim(self, persona_id: int, owner: str, lease: timedelta, *, replacing: bool = False) -> Claim:
+    def try_claim(
+        self, persona_id: int, owner: str, lease: timedelta, *, replacing: bool = False, for_create: bool = True
+    ) -> Claim:
         """Atomically take the persona for agent work unless another live claim holds it.
 
-        Also stamps `agent_create_attempted_at`: from here on a create may be sent, so a caller that
-        later finds this claim expired knows to look for an agent to adopt before creating one.
+        `for_create` also stamps `agent_create_attempted_at`: from here on a create may be sent, so a
+        caller that later finds this claim expired knows to look for an agent to adopt before creating
+        one. A claim taken only to delete (`for_create=False`) leaves the marker as it is.
         """
         now = self._database_now()
         with self.session() as session:
-            before = session.get(Persona, persona_id)
+            # Locked, so the row we decide on is the row we claim: a caller recording or releasing meanwhile
+            # commits first (PostgreSQL re-evaluates the UPDATE on the new row, but `before` would be stale).
+            before = session.get(Persona, persona_id, with_for_update=True)
             if before is None:
                 return Claim(False, None)
             session.expunge(before)
@@ -279,15 +296,13 @@ class PersonaStore:
             ]
             if not replacing:
                 conditions.append(Persona.elevenlabs_agent_id.is_(None))
+            values: dict[str, Any] = {
+                "agent_claim_owner": owner, "agent_claim_expires_at": self._database_now(lease), **_UNCHANGED
+            }
+            if for_create:
+                values["agent_create_attempted_at"] = func.coalesce(Persona.agent_create_attempted_at, now)
             result = session.execute(
-                update(Persona)
-                .where(*conditions)
-                .values(
-                    agent_claim_owner=owner,
-                    agent_claim_expires_at=self._database_now(lease),
-                    agent_create_attempted_at=func.coalesce(Persona.agent_create_attempted_at, now),
-                )
-                .execution_options(synchronize_session=False)
+                update(Persona).where(*conditions).values(**values).execution_options(synchronize_session=False)
             )
             return Claim(result.rowcount == 1, before)
 
@@ -296,14 +311,17 @@ class PersonaStore:
             return session.execute(
                 update(Persona)
                 .where(Persona.agent_claim_owner == owner)
-                .values(agent_claim_expires_at=self._database_now(lease))
+                .values(agent_claim_expires_at=self._database_now(lease), **_UNCHANGED)
                 .execution_options(synchronize_session=False)
             ).rowcount
 
-    def release_claim(self, persona_id: int, owner: str, *, create_may_have_happened: bool) -> None:
-        values: dict[str, Any] = {"agent_claim_owner": None, "agent_claim_expires_at": None}
-        if not create_may_have_happened:
-            values["agent_create_attempted_at"] = None
+    def release_claim(self, persona_id: int, owner: str, *, create_may_have_happened: bool | None) -> None:
+        """Release our claim. `create_may_have_happened`: True stamps the marker with now, the last moment a
+        create of ours may have been sent (a search sees it once the listing has caught up); False clears
+        it; None leaves it as it is."""
+        values: dict[str, Any] = {"agent_claim_owner": None, "agent_claim_expires_at": None, **_UNCHANGED}
+        if create_may_have_happened is not None:
+            values["agent_create_attempted_at"] = utcnow() if create_may_have_happened else None
         with self.session() as session:
             session.execute(
                 update(Persona)
@@ -311,6 +329,18 @@ class PersonaStore:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+
+    def personas_recording(self, agent_ids: Iterable[str]) -> dict[str, int]:
+        """Which persona records each of these agents (agents no persona records are left out)."""
+        ids, found = list(agent_ids), {}
+        with self.session() as session:
+            for start in range(0, len(ids), ID_CHUNK):
+                chunk = ids[start : start + ID_CHUNK]
+                rows = session.execute(
+                    select(Persona.elevenlabs_agent_id, Persona.id).where(Persona.elevenlabs_agent_id.in_(chunk))
+                )
+                found.update({agent_id: persona_id for agent_id, persona_id in rows})
+        return found
 
     def record_agent(
         self,
@@ -326,7 +356,8 @@ class PersonaStore:
         reason: str,
         created_at: datetime | None = None,
     ) -> bool:
-        """Save the agent and release the claim, only while `owner` still holds it. False if it lost the claim."""
+        """Save the agent and release the claim, only while `owner` still holds it. False if it lost the claim;
+        AgentRecordedElsewhereError (claim kept) if another persona records that agent."""
         now = utcnow()
         values: dict[str, Any] = {
             "elevenlabs_agent_id": agent_id,
@@ -340,17 +371,23 @@ class PersonaStore:
         }
         if created_at is not None:
             values["agent_created_at"] = created_at
-        with self.session() as session:
-            result = session.execute(
-                update(Persona)
-                .where(Persona.id == persona_id, Persona.agent_claim_owner == owner)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:
-                return False
-            session.add(_event(persona_id, agent_id, action, reason, now))
-            return True
+        try:
+            with self.session() as session:
+                result = session.execute(
+                    update(Persona)
+                    .where(Persona.id == persona_id, Persona.agent_claim_owner == owner)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount != 1:
+                    return False
+                session.add(_event(persona_id, agent_id, action, reason, now))
+                return True
+        except sqlalchemy.exc.IntegrityError:  # the unique index on the agent id: another persona records it
+            other = self.personas_recording([agent_id]).get(agent_id)
+            if other is None or other == persona_id:
+                raise
+            raise AgentRecordedElsewhereError(agent_id, other) from None
 
     def forget_agent(self, persona_id: int, agent_id: str, reason: str) -> bool:
         """Clear a recorded agent that no longer exists remotely; only if the row still names that agent."""
@@ -412,4 +449,5 @@ class PersonaStore:
             return session.scalar(select(func.max(PersonaChange.seq))) or 0
 
 
-__all__ = ["PersonaStore", "PersonaNotFoundError", "InvalidPersonaError", "Claim", "SchemaOutOfDateError"]
+__all__ = ["PersonaStore", "PersonaNotFoundError", "AgentRecordedElsewhereError", "InvalidPersonaError", "Claim",
+           "SchemaOutOfDateError"]

@@ -257,6 +257,9 @@ def recreate_agent(persona_id: int, yes: bool) -> None:
     fate = f"then its current agent {old} is deleted from ElevenLabs" if old else "it has no agent yet"
     confirm_or_refuse(f"Recreate the agent of persona {persona_id} ({plain(persona.name)})? A new agent is created and saved, {fate}.", yes)
     result = service.recreate_agent(persona_id)
+    if result.outcome is Outcome.PRESENT:  # another caller took the persona over while ours was made
+        raise CommandError(f"persona {persona_id} was not recreated: another caller changed its agent meanwhile; "
+                           f"it keeps agent {result.agent_id}. Run the command again to recreate it.")
     replaced = f" (replaced {old}, now deleted)" if old and not result.error else ""
     out.print(f"Persona {persona_id}: agent {result.agent_id}, voice {result.voice_name}{replaced}.")
     if result.error:

@@ -10,6 +10,7 @@ import click
 from ..demo_data import demo_personas
 from ..display import markup_safe, plain
 from ..drift import desired_config_hash
+from ..exactly_once import UnsettledCreateError
 from ..models import utcnow
 from ..voice_policy import TRAIT_FIELDS, InvalidPersonaError
 from .common import (
@@ -115,14 +116,23 @@ def personas_delete(persona_id: int, yes: bool) -> None:
     agent_id = persona.elevenlabs_agent_id
     if persona.agent_status(utcnow(), None) == "in_progress":
         raise CommandError(f"an agent is being created for persona {persona_id} right now; try again when that has finished")
-    fate = (f"Its agent {agent_id} is deleted from ElevenLabs first." if agent_id else "It has no agent.")
+    unsettled = persona.agent_create_attempted_at is not None
+    fate = (f"Its agent {agent_id} is deleted from ElevenLabs first." if agent_id else "It has no agent recorded.")
+    if unsettled:
+        fate += " A create for it was never settled: the agent it may have made is looked up and deleted too."
     # Built before asking: a database that cannot say which installation it is (a copy) is refused first.
-    service = provisioning_service(settings) if agent_id else None
+    service = provisioning_service(settings) if agent_id or unsettled else None
     confirm_or_refuse(f"Delete persona {persona_id} ({plain(persona.name)})? {fate}", yes)
-    if service:
-        service.delete_remote_agent(persona_id, agent_id, reason="persona deleted with `persona-agents personas delete`")
-    store.delete_persona(persona_id)
-    out.print(f"Deleted persona {persona_id}" + (f" and its agent {agent_id}." if agent_id else "."), markup=False)
+    if service is None:
+        store.delete_persona(persona_id)
+        out.print(f"Deleted persona {persona_id}.", markup=False)
+        return
+    try:
+        deleted = service.delete_persona(persona_id, reason="persona deleted with `persona-agents personas delete`")
+    except UnsettledCreateError as exc:
+        raise CommandError(str(exc)) from None
+    agents = f" and its agent{'s' if len(deleted) > 1 else ''} {', '.join(deleted)}" if deleted else ""
+    out.print(f"Deleted persona {persona_id}{agents}.", markup=False)
 
 
 CSV_REQUIRED = ("name", *TRAIT_FIELDS)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import secrets
 import string
+import threading
 import time
 from typing import Any
 
 from . import data
 from .agent_store import AgentStore, decode_cursor
-from .faults import Dice, SandboxConfig
+from .faults import Dice, ListingLag, SandboxConfig
 from .protocol import DROP, Query, QueryError, Reply, error_reply, internal_error_reply, unprocessable
 from .validation import deep_merge, issue, validate_agent_body
 
@@ -63,6 +64,9 @@ class Endpoints:
         self.store = store
         self.config = config
         self._dice = dice
+        self._listing_lag = ListingLag(config)
+        self._answer_lock = threading.Lock()
+        self._last_create_answer: str | None = None
 
     # ---- agents -------------------------------------------------------------------------
 
@@ -75,11 +79,22 @@ class Endpoints:
             return unprocessable(issues)
         agent = _new_agent(payload)
         self.store.put(agent)
+        self._listing_lag.created(agent["agent_id"])
+        answer = self._create_answer(agent["agent_id"])
+        if self.config.create_answer_delay_seconds > 0:
+            time.sleep(self.config.create_answer_delay_seconds)
         if self._dice.roll(self.config.drop_after_create_rate):
             return DROP
         if self._dice.roll(self.config.error_after_create_rate):
             return internal_error_reply(request_id)
-        return Reply(200, {"agent_id": agent["agent_id"]})
+        return Reply(200, {"agent_id": answer})
+
+    def _create_answer(self, agent_id: str) -> str:
+        """The agent id a create is answered with: its own, or (replay fault) the previous answer's."""
+        with self._answer_lock:
+            replayed = self._last_create_answer and self._dice.roll(self.config.replay_create_answer_rate)
+            self._last_create_answer = self._last_create_answer if replayed else agent_id
+            return self._last_create_answer
 
     def create_directly(self, payload: dict[str, Any]) -> str:
         """Create as the dashboard would: validated, no limits, no faults."""
@@ -152,11 +167,12 @@ class Endpoints:
                                     cursor_text, {"error": {}})])
         agents, next_cursor = self.store.page(search=query.text("search"), archived=archived, sort_by=sort_by,
                                               descending=direction == "desc", page_size=page_size, after=after)
+        hidden = self._listing_lag.hidden()
         summaries = [{
             "agent_id": a["agent_id"], "name": a["name"], "tags": a["tags"],
             "created_at_unix_secs": a["metadata"]["created_at_unix_secs"], "access_info": a["access_info"],
             "last_call_time_unix_secs": None, "archived": bool(a["platform_settings"].get("archived")),
-        } for a in agents]
+        } for a in agents if a["agent_id"] not in hidden]
         if after is None:
             summaries += self.config.malformed_list_items
         return Reply(200, {"agents": summaries, "next_cursor": next_cursor, "has_more": next_cursor is not None})

@@ -25,6 +25,15 @@ class SandboxConfig:
     error_after_create_rate: float = 0.0
     drop_after_create_rate: float = 0.0
     drop_delete_response_rate: float = 0.0
+    # A create carried out at once but answered only after this many seconds (a slow create).
+    create_answer_delay_seconds: float = 0.0
+    # Fraction of creates that create an agent but answer with the id the previous create was answered
+    # with, as a proxy replaying a cached answer would.
+    replay_create_answer_rate: float = 0.0
+    # Eventually consistent listing: a created agent shows in list and search results only this many
+    # seconds, and this many list calls, after its create.
+    listing_lag_seconds: float = 0.0
+    listing_lag_lists: int = 0
     # How searches (agent lists with `search`, i.e. adoption lookups) fail, at search_fault_rate:
     # "non_json" (200 with an HTML body), "400", "401", "429" (Retry-After: 0) or "timeout" (answers
     # only after search_timeout_seconds).
@@ -105,3 +114,29 @@ def search_fault_reply(config: SandboxConfig, dice: Dice, search: str | None, re
     if status == 429:
         reply.headers["Retry-After"] = "0"
     return reply
+
+
+class ListingLag:
+    """Eventually consistent listing: which created agents list and search results do not show yet."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._lists = 0
+        self._pending: dict[str, tuple[float, int]] = {}  # agent id -> (shown from, shown after list number)
+
+    def created(self, agent_id: str) -> None:
+        seconds, lists = self._config.listing_lag_seconds, self._config.listing_lag_lists
+        if seconds <= 0 and lists <= 0:
+            return
+        with self._lock:
+            self._pending[agent_id] = (time.monotonic() + seconds, self._lists + lists)
+
+    def hidden(self) -> set[str]:
+        """Called once per list call: the agents it leaves out."""
+        now = time.monotonic()
+        with self._lock:
+            self._lists += 1
+            self._pending = {agent_id: (shown_from, after) for agent_id, (shown_from, after) in self._pending.items()
+                             if shown_from > now or after >= self._lists}
+            return set(self._pending)

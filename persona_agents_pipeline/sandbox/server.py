@@ -22,6 +22,10 @@ CLI entry point (the ``persona-agents sandbox`` command calls this)::
         error_after_create_rate: float = 0.0,     # fraction of creates that create, then answer 500
         drop_after_create_rate: float = 0.0,      # fraction of creates that create, then drop the connection
         drop_delete_response_rate: float = 0.0,   # fraction of DELETEs carried out (if they can be) but never answered
+        create_answer_delay_seconds: float = 0.0, # creates are carried out at once, answered this much later
+        replay_create_answer_rate: float = 0.0,   # fraction of creates answered with the previous create's agent id
+        listing_lag_seconds: float = 0.0,         # a created agent is listed/found only this many seconds later
+        listing_lag_lists: int = 0,               # ... and only after this many further list calls
         search_fault: str | None = None,          # adoption searches fail: non_json, 400, 401, 429 or timeout
         search_fault_rate: float = 1.0,           # ... for this fraction of searches
         search_timeout_seconds: float = 2.0,      # how long a "timeout" search keeps the client waiting
