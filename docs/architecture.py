@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, dict[str, str]]] = [
                         "store": "store.py, migrations/ (queries, claims, change log)", "config": "config.py (settings)",
                         "sandbox": "sandbox/ (local ElevenLabs)"}),
     ("domain (no I/O)", {"drift": "drift.py", "models": "models.py (the persona row)",
+                         "outcomes": "outcomes.py (what an operation did)",
                          "voice_policy": "voice_policy.py (voice, settings, prompt, payload)"}),
 ]
 # Modules that share a home with another.

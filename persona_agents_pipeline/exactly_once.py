@@ -1,6 +1,7 @@
 """Exactly one agent per persona: the claim, the create marker, adoption, duplicate clean-up.
 
-The guarantee, step by step (`ProvisioningService._provision_under_heartbeat` runs them in this order):
+The guarantee, step by step (`ExactlyOnce._provision_under_heartbeat` below runs them in this order, and
+`claim_released_unless_saved` is the one place a claim is given back when the steps stop short of a save):
 
 1. **Claim.** Before any API call the persona is claimed in the database (`_claim`; the compare-and-set
    is `PersonaStore.try_claim`). A claim is a lease: `ClaimHeartbeat` renews it while work is in flight,
@@ -30,6 +31,7 @@ the claim columns and their SQL (`store.py`, `models.Persona`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -39,14 +41,15 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator
 
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.errors import ElevenLabsError, NotFoundError, RateLimitedError
-from .models import Persona, utcnow
+from .models import Persona, utc_from_unix, utcnow
+from .outcomes import Outcome, ProvisionResult
 from .store import AgentRecordedElsewhereError, Claim, PersonaNotFoundError, PersonaStore
-from .voice_policy import PersonaSpec, identity_marker
+from .voice_policy import PersonaSpec, config_hash, identity_marker, voice_settings
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,17 @@ class CreateMarker:
         return cls(True, time.monotonic() + min(max(still_hidden, timedelta(0)), listing_lag).total_seconds())
 
 
+def _outcome_of(found: dict[str, Any], *, force: bool, replaces: str | None) -> tuple[Outcome, str]:
+    """What recording `found` (adopted, or just created) means for the persona, and the history's reason."""
+    if found.get("adopted"):
+        return Outcome.ADOPTED, "recreate requested" if force else "agent found by persona identity"
+    if force:
+        return Outcome.RECREATED, "recreate requested"
+    if replaces:
+        return Outcome.REPLACED, f"replaces agent {replaces}, gone from ElevenLabs"
+    return Outcome.CREATED, "persona had no agent"
+
+
 def default_owner() -> str:
     """The claim owner naming this service: host, process and a random suffix (one per service)."""
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -98,12 +112,6 @@ def default_owner() -> str:
 def oldest_first(agents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Agents in adoption order: of several carrying one identity, the oldest is the one to keep."""
     return sorted(agents, key=lambda agent: (agent.get("created_at_unix_secs") or 0, agent["agent_id"]))
-
-
-def unix_to_datetime(seconds: Any) -> datetime | None:
-    if not isinstance(seconds, (int, float)):
-        return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
 
 
 class ClaimHeartbeat:
@@ -144,7 +152,8 @@ class ClaimHeartbeat:
 
 class ExactlyOnce:
     """The exactly-once steps of `ProvisioningService` (its base class), kept here so that one module
-    holds the whole guarantee; the service supplies the attributes below and `owns`."""
+    holds the whole guarantee; the service supplies the attributes below, `owns`, `payload_for` and
+    `_result`."""
 
     store: PersonaStore
     client: ElevenLabsClient
@@ -155,6 +164,67 @@ class ExactlyOnce:
     listing_lag: timedelta
     _heartbeat: ClaimHeartbeat
     owns: Callable[[dict[str, Any], int], bool]
+    payload_for: Callable[[PersonaSpec], dict[str, Any]]
+    _result: Callable[[PersonaSpec, Outcome, str], ProvisionResult]
+
+    def _provision_claimed(self, spec: PersonaSpec, **options: Any) -> ProvisionResult:
+        with self._heartbeat.held():
+            return self._provision_under_heartbeat(spec, **options)
+
+    def _provision_under_heartbeat(
+        self, spec: PersonaSpec, *, force: bool, adopt_existing: bool = False, replaces: str | None = None
+    ) -> ProvisionResult:
+        """The five steps of the module docstring, in order, for one persona."""
+        persona_id = spec.persona_id
+        claim = self._claim(persona_id, replacing=force)  # 1. claim
+        before = claim.persona
+        if not claim.acquired:
+            return self._result(spec, Outcome.PRESENT, before.elevenlabs_agent_id)
+        old_agent = before.elevenlabs_agent_id if force else None
+        payload = self.payload_for(spec)
+        marker = CreateMarker.inherited(before, self.listing_lag)  # 2. marker
+        with self.claim_released_unless_saved(persona_id, marker):
+            # 3. adoption, or a create
+            found, duplicates = self._adopt_or_create(spec, payload, marker, exclude=old_agent, search_first=adopt_existing)
+            outcome, reason = _outcome_of(found, force=force, replaces=replaces)
+            created_at = utc_from_unix(found.get("created_at_unix_secs")) or utcnow()
+            saved = self._record(spec, payload, found["agent_id"], outcome, reason, created_at=created_at)  # 4. record
+        agent_id = found["agent_id"]
+        if not saved:
+            return self._result(spec, Outcome.PRESENT, self._settle_lost_claim(spec, agent_id))
+        problems = self._delete_leftovers(persona_id, agent_id, duplicates, old_agent)  # 5. clean-up
+        log.info("persona %s: %s agent %s", persona_id, outcome.value, agent_id)
+        result = self._result(spec, outcome, agent_id)
+        return dataclasses.replace(result, error="; ".join(problems)) if problems else result
+
+    @contextmanager
+    def claim_released_unless_saved(self, persona_id: int, marker: CreateMarker) -> Iterator[None]:
+        """Gives our claim back when the steps inside stop before the save, keeping the create marker as it
+        stands: a search or create that failed, an interrupt, or a create answer naming an agent another
+        persona records (the marker stays set, so the next run looks for what our create really made). A
+        save releases the claim itself; a lost claim is no longer ours to release."""
+        try:
+            yield
+        except BaseException:
+            self.store.release_claim(persona_id, self.owner, create_may_have_happened=marker.may_exist)
+            raise
+
+    def _record(
+        self, spec: PersonaSpec, payload: dict[str, Any], agent_id: str, outcome: Outcome, reason: str, **extra: Any
+    ) -> bool:
+        """Save the agent built from `payload` and release our claim; False when the claim was lost."""
+        return self.store.record_agent(
+            spec.persona_id,
+            self.owner,
+            agent_id=agent_id,
+            voice_id=payload["conversation_config"]["tts"]["voice_id"],
+            conversation_prompt=payload["conversation_config"]["agent"]["prompt"]["prompt"],
+            voice_settings=voice_settings(spec),
+            config_hash=config_hash(payload),
+            action=outcome.value,
+            reason=reason,
+            **extra,
+        )
 
     def _claim(self, persona_id: int, *, replacing: bool, for_create: bool = True) -> Claim:
         """Claim the persona, waiting (bounded) while another caller's live claim holds it.

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import json
 import logging
+from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.types import TypeDecorator
@@ -17,6 +18,11 @@ from .voice_policy import InvalidPersonaError, PersonaSpec, validate_persona
 def utcnow() -> datetime:
     """Naive UTC: SQLite keeps no zone, so every timestamp we compare is naive UTC on both databases."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def utc_from_unix(seconds: Any) -> datetime | None:
+    """A timestamp the API gives in Unix seconds, as naive UTC; None when it gave none."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None) if isinstance(seconds, (int, float)) else None
 
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import Enum
 from typing import Any, Callable, Iterable, Iterator
 
 from .agent_comparison import differing_fields, foreign_tags
@@ -31,12 +30,10 @@ from .elevenlabs.errors import (
 from .exactly_once import (
     ClaimHeartbeat,
     ClaimTimeoutError,
-    CreateMarker,
     ExactlyOnce,
     default_owner,
-    unix_to_datetime,
 )
-from .models import utcnow
+from .outcomes import Outcome, ProvisionResult
 from .store import AgentRecordedElsewhereError, PersonaNotFoundError, PersonaStore
 from .voice_policy import (
     DEFAULT_TTS_MODEL,
@@ -53,42 +50,6 @@ log = logging.getLogger(__name__)
 
 VOICE_FIELD = "conversation_config.tts.voice_id"
 PROMPT_FIELD = "conversation_config.agent.prompt.prompt"
-
-
-class Outcome(str, Enum):
-    CREATED = "created"
-    ADOPTED = "adopted"
-    PRESENT = "present"
-    RECREATED = "recreated"
-    REPLACED = "replaced"
-    UPDATED = "updated"
-    VERIFIED = "verified"
-    INVALID = "invalid"
-    NOT_FOUND = "not_found"
-    FAILED = "failed"
-    NOT_STARTED = "not_started"  # the batch was stopped before this persona's turn
-    INTERRUPTED = "interrupted"  # in flight when the batch stopped; the next run settles it
-
-
-@dataclass(frozen=True)
-class ProvisionResult:
-    persona_id: int
-    outcome: Outcome
-    agent_id: str | None = None
-    voice_name: str | None = None
-    voice_id: str | None = None
-    voice_settings: dict[str, Any] | None = None
-    # Why it failed; on a successful result, what was left undone (an old or duplicate agent not deleted).
-    error: str | None = None
-    # converge: the fields found different on ElevenLabs (dotted payload paths) and repaired.
-    differences: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in {
-            Outcome.CREATED, Outcome.ADOPTED, Outcome.PRESENT, Outcome.RECREATED, Outcome.REPLACED, Outcome.UPDATED,
-            Outcome.VERIFIED,
-        }
 
 
 @dataclass(frozen=True)
@@ -399,70 +360,3 @@ class ProvisioningService(ExactlyOnce):
         problems = (f"differs on ElevenLabs from what the traits produce: {', '.join(differences)}",) if differences else ()
         return AgentCheck(persona_id, agent_id, True, VOICE_FIELD not in differences, PROMPT_FIELD not in differences,
                           problems, differences, tuple(foreign_tags(remote)))
-
-    # ---- provisioning under a claim (the exactly-once steps are in exactly_once.py) ---------------
-
-    def _provision_claimed(self, spec: PersonaSpec, **options: Any) -> ProvisionResult:
-        with self._heartbeat.held():
-            return self._provision_under_heartbeat(spec, **options)
-
-    def _provision_under_heartbeat(
-        self, spec: PersonaSpec, *, force: bool, adopt_existing: bool = False, replaces: str | None = None
-    ) -> ProvisionResult:
-        persona_id = spec.persona_id
-        claim = self._claim(persona_id, replacing=force)
-        before = claim.persona
-        if not claim.acquired:
-            return self._result(spec, Outcome.PRESENT, before.elevenlabs_agent_id)
-        old_agent = before.elevenlabs_agent_id if force else None
-
-        payload = self.payload_for(spec)
-        marker = CreateMarker.inherited(before, self.listing_lag)
-        try:
-            found, duplicates = self._adopt_or_create(spec, payload, marker, exclude=old_agent, search_first=adopt_existing)
-        except BaseException:
-            self.store.release_claim(persona_id, self.owner, create_may_have_happened=marker.may_exist)
-            raise
-        agent_id = found["agent_id"]
-        outcome = Outcome.ADOPTED if found.get("adopted") else Outcome.CREATED
-        created_at = unix_to_datetime(found.get("created_at_unix_secs")) or utcnow()
-
-        if force and outcome is Outcome.CREATED:
-            outcome = Outcome.RECREATED
-        if replaces and outcome is Outcome.CREATED:
-            outcome = Outcome.REPLACED
-        if force:
-            reason = "recreate requested"
-        elif outcome is Outcome.ADOPTED:
-            reason = "agent found by persona identity"
-        else:
-            reason = f"replaces agent {replaces}, gone from ElevenLabs" if replaces else "persona had no agent"
-        try:
-            saved = self._record(spec, payload, agent_id, outcome, reason, created_at=created_at)
-        except AgentRecordedElsewhereError:
-            # The answer named another persona's agent; what our create made is still to be found.
-            self.store.release_claim(persona_id, self.owner, create_may_have_happened=True)
-            raise
-        if not saved:
-            return self._result(spec, Outcome.PRESENT, self._settle_lost_claim(spec, agent_id))
-        problems = self._delete_leftovers(persona_id, agent_id, duplicates, old_agent)
-        log.info("persona %s: %s agent %s", persona_id, outcome.value, agent_id)
-        result = self._result(spec, outcome, agent_id)
-        return dataclasses.replace(result, error="; ".join(problems)) if problems else result
-
-    def _record(
-        self, spec: PersonaSpec, payload: dict[str, Any], agent_id: str, outcome: Outcome, reason: str, **extra: Any
-    ) -> bool:
-        """Save the agent built from `payload` and release our claim; False when the claim was lost."""
-        return self.store.record_agent(
-            spec.persona_id,
-            self.owner,
-            agent_id=agent_id,
-            voice_id=payload["conversation_config"]["tts"]["voice_id"],
-            conversation_prompt=payload["conversation_config"]["agent"]["prompt"]["prompt"],
-            voice_settings=voice_settings(spec),
-            config_hash=config_hash(payload),
-            action=outcome.value,
-            reason=reason,
-            **extra,
-        )
