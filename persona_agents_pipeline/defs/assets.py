@@ -12,7 +12,7 @@ from pydantic import Field
 from ..models import AGENT_STATUSES, AgentEvent, Persona, utcnow
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
 from ..drift import desired_config_hash, drifted_hashes
-from .materializations import PartitionRecorder, settled_partitions
+from .materializations import PartitionRecorder, latest_materializations
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
 
@@ -150,9 +150,9 @@ def persona_agent(
     names = {persona.id: persona.name for persona in service.store.get_many(ids)}
     context.log.info("provisioning %d persona(s), mode=%s, force=%s", len(ids), config.mode, config.force)
     recorder = PartitionRecorder.at_step_start(context)
-    # A verified no-op on a green, fresh partition is observed, not materialized (materializations.py).
+    # A verified no-op on the recorded agent keeps its partition's data version (materializations.py).
     converging = config.mode == "converge" and not config.force
-    settled = settled_partitions(context.instance, context.asset_key, personas.key, keys) if converging else set()
+    previous = latest_materializations(context.instance, context.asset_key, keys) if converging else {}
     results: list[ProvisionResult] = []
     provisioning = service.iter_provision(
         ids, concurrency=elevenlabs.concurrency(), force=config.force, operation=mode_operation(service, config)
@@ -168,8 +168,7 @@ def persona_agent(
                     key = persona_key(result.persona_id)
                     history = service.store.history(result.persona_id)
                     metadata = partition_metadata(result, config.force, history, names.get(result.persona_id, ""))
-                    no_op = result.outcome is Outcome.VERIFIED and key in settled
-                    yield (recorder.observation if no_op else recorder.materialization)(key, metadata)
+                    yield recorder.materialization(key, metadata, same_as=confirmed(previous.get(key), result))
     finally:
         service.client.close()
     failed += [r for r in results if not r.ok]
@@ -177,6 +176,14 @@ def persona_agent(
     context.log.info("outcomes: %s", dict(Counter(r.outcome.value for r in results)))
     if failed:
         raise_failures(failed, sum(r.ok for r in results), names)
+
+
+def confirmed(previous: dg.EventLogRecord | None, result: ProvisionResult) -> dg.EventLogRecord | None:
+    """The partition's previous materialization when a verified no-op confirmed the agent it recorded."""
+    if previous is None or result.outcome is not Outcome.VERIFIED:
+        return None
+    recorded = previous.asset_materialization.metadata.get("agent_id") if previous.asset_materialization else None
+    return previous if recorded is not None and recorded.value == result.agent_id else None
 
 
 def raise_failures(failed: list[ProvisionResult], succeeded: int, names: dict[int, str]) -> None:
