@@ -11,11 +11,16 @@ from dagster._core.execution.backfill import BulkActionStatus
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.dagster_tags import DATA_VERSION_TAG
 from persona_agents_pipeline.defs.partitions import personas_partitions
+from persona_agents_pipeline.defs.resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
+from persona_agents_pipeline.defs.sensors import persona_partitions_sensor
 
 from dagster_backfill import backfill_instance, project_workspace, run_backfill
-from dagster_helpers import failed_partitions, materializations, persona_rows, point_env_at
+from dagster_helpers import (
+    failed_partitions, flip_traits, latest_metadata, materializations, persona_rows, point_env_at, run_tick, stale_keys,
+)
 
 PARTITIONS = personas_partitions.name
+RESOURCES = {"persona_store": PersonaStoreResource()}
 
 
 @pytest.fixture
@@ -53,3 +58,39 @@ def test_backfill_all_over_healthy_personas_ends_succeeded(store, sandbox):
             newer, older = data_versions(instance, key)
             assert newer == older, "a verified no-op must not show a new data version"
         assert not failed_partitions(instance, keys)
+
+
+def request_count(sandbox) -> int:
+    return sum(sandbox.stats()["requests_by_status"].values())
+
+
+def test_a_new_instance_shows_recorded_agents_materialized_and_the_rest_missing(store, sandbox, instance):
+    """A new Dagster instance over a database whose personas have agents (made by the CLI here): the partitions
+    sensor shows those materialized, with their metadata and no API call, the others missing; a drifted agent
+    and a later trait edit show stale."""
+    ids = store.add_personas(persona_rows(6))
+    keys = [str(i) for i in ids]
+    service = provisioning_service(PersonaStoreResource(), ElevenLabsResource(api_key="sandbox-test-key"))
+    assert all(service.ensure_agent(persona_id).ok for persona_id in ids[:4])
+    service.client.close()
+    flip_traits(store, ids[3])  # its agent was built from other traits: drifted
+    requests = request_count(sandbox)
+
+    first, _ = run_tick(persona_partitions_sensor, instance, RESOURCES)
+    # The personas without an agent are registered at once; those with one are never shown missing.
+    assert instance.get_dynamic_partitions(PARTITIONS) == keys[4:]
+    second, _ = run_tick(persona_partitions_sensor, instance, RESOURCES, first.cursor)
+
+    assert sorted(instance.get_dynamic_partitions(PARTITIONS), key=int) == keys
+    assert instance.get_materialized_partitions(persona_agent.key) == set(keys[:4])
+    assert request_count(sandbox) == requests, "registering makes no API call"
+    metadata = latest_metadata(instance, keys[0])
+    persona = store.get(ids[0])
+    assert (metadata["persona"], metadata["agent_id"], metadata["voice_id"]) == (persona.name, persona.elevenlabs_agent_id, persona.voice_id)
+    assert metadata["voice_name"] and metadata["outcome"] == "recorded" and "recorded in the database" in metadata["note"]
+    assert stale_keys(instance, keys[:4]) == {keys[3]}
+
+    flip_traits(store, ids[0])
+    third, _ = run_tick(persona_partitions_sensor, instance, RESOURCES, second.cursor)
+    assert stale_keys(instance, keys[:4]) == {keys[0], keys[3]}
+    assert isinstance(run_tick(persona_partitions_sensor, instance, RESOURCES, third.cursor)[0], dg.SkipReason)

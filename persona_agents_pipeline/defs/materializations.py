@@ -22,7 +22,7 @@ provenance is the run's, so a stale partition turns fresh; its outcome `verified
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import dagster as dg
 
@@ -50,20 +50,25 @@ def newest_event(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dg.Eve
     return max(candidates, key=lambda record: record.storage_id, default=None)
 
 
+def provenance(instance: dg.DagsterInstance, dep_keys: Sequence[dg.AssetKey], code_version: str) -> dict[str, str]:
+    """Provenance tags of a materialization made now from `dep_keys`' newest events, under `code_version`."""
+    tags = {CODE_VERSION_TAG: code_version}
+    input_versions: dict[dg.AssetKey, dg.DataVersion] = {}
+    for dep_key in dep_keys:
+        record = newest_event(instance, dep_key)
+        version = (record.event_log_entry.tags or {}).get(DATA_VERSION_TAG) if record else None
+        input_versions[dep_key] = dg.DataVersion(version) if version else INITIAL_DATA_VERSION
+        tags[input_data_version_tag(dep_key)] = input_versions[dep_key].value
+        tags[input_event_pointer_tag(dep_key)] = str(record.storage_id) if record else NO_INPUT_EVENT
+    tags[DATA_VERSION_TAG] = logical_data_version(code_version, input_versions).value
+    return tags
+
+
 def provenance_tags(context: dg.AssetExecutionContext) -> dict[str, str]:
     """The provenance of the current step's asset, read now (call it when the step starts)."""
     asset_key = context.asset_key
     code_version = context.assets_def.code_versions_by_key.get(asset_key) or context.run.run_id
-    tags = {CODE_VERSION_TAG: code_version}
-    input_versions: dict[dg.AssetKey, dg.DataVersion] = {}
-    for dep in context.assets_def.specs_by_key[asset_key].deps:
-        record = newest_event(context.instance, dep.asset_key)
-        version = (record.event_log_entry.tags or {}).get(DATA_VERSION_TAG) if record else None
-        input_versions[dep.asset_key] = dg.DataVersion(version) if version else INITIAL_DATA_VERSION
-        tags[input_data_version_tag(dep.asset_key)] = input_versions[dep.asset_key].value
-        tags[input_event_pointer_tag(dep.asset_key)] = str(record.storage_id) if record else NO_INPUT_EVENT
-    tags[DATA_VERSION_TAG] = logical_data_version(code_version, input_versions).value
-    return tags
+    return provenance(context.instance, [dep.asset_key for dep in context.assets_def.specs_by_key[asset_key].deps], code_version)
 
 
 def latest_by_partition(

@@ -14,6 +14,7 @@ from .automation import SENSOR_INTERVAL_SECONDS, automation_status, changes_afte
 from .jobs import PROVISION_JOB
 from .partitions import add_requests, persona_key, personas_partitions, registered
 from .personas_observations import baselines_recorded, registration, traits_observations
+from .recorded_agents import PartitionsCursor, due_registrations, held_baselines, with_recorded_agents
 from .resources import PersonaStoreResource, agent_template
 from .run_requests import ENSURE_RUN_CONFIG, UPDATE_RUN_CONFIG, span_run_requests
 
@@ -28,28 +29,42 @@ def drifted(persona_store: PersonaStoreResource, persona_ids: list[int]) -> dict
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps the partitions of persona_agent equal to the personas table, with or without "
-    "auto-creation: a persona without an agent shows as a missing partition. Adds and removes partitions and "
-    "records each new persona's traits baseline and the new traits of edited ones (a drifted agent shows "
-    "stale); requests no runs and makes no API call.",
+    "auto-creation: a persona without an agent shows as a missing partition, one whose agent is recorded in "
+    "the database as materialized (a tick after its baseline). Adds and removes partitions and records each "
+    "new persona's traits baseline and the new traits of edited ones (a drifted agent shows stale); requests "
+    "no runs and makes no API call.",
 )
 def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
-    changes = changes_after_cursor(context, persona_store)
+    cursor = PartitionsCursor.parse(context.cursor)
+    # Personas with a recorded agent whose baselines the last tick stored: registered now, materialized.
+    due_keys, recorded = due_registrations(context.instance, persona_store, cursor)
+    changes = changes_after(persona_store, cursor.seq)
     if isinstance(changes, dg.SkipReason):
-        return changes
+        if cursor.held_after is None:
+            return changes
+        context.log.info("%d partition(s) of recorded agents added", len(due_keys))
+        return dg.SensorResult(dynamic_partitions_requests=add_requests(due_keys), asset_events=recorded,
+                               cursor=str(PartitionsCursor(cursor.seq)))
     inserted, deleted = changes.net_keys()
     new_keys, baseline = registration(context.instance, persona_store, inserted)
-    # Trait edits that change an agent's config show it stale at once, with or without auto-update.
-    edited = drifted(persona_store, changes.edited())
+    held = with_recorded_agents(persona_store.get_store().get_many([int(key) for key in new_keys]))
+    held_keys = {persona_key(p.id) for p in held}
+    new_keys = [key for key in new_keys if key not in held_keys]
+    baseline = [event for event in baseline if event.partition not in held_keys] + held_baselines(held)
+    # Trait edits that change an agent's config show it stale at once, with or without auto-update (a held
+    # persona's drift shows once its partition is materialized, in the next tick).
+    edited = drifted(persona_store, [pid for pid in changes.edited() if persona_key(pid) not in held_keys])
     gone_keys = sorted(registered(context.instance, deleted), key=int)
-    partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = add_requests(new_keys)
+    partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = add_requests(due_keys + new_keys)
     if gone_keys:
         partition_requests.append(personas_partitions.build_delete_request(gone_keys))
-    context.log.info("%s: %d partition(s) added, %d removed", changes.describe(), len(new_keys), len(gone_keys))
+    context.log.info("%s: %d partition(s) added (%d with a recorded agent), %d removed, %d recorded agent(s) held to "
+                     "the next tick", changes.describe(), len(due_keys) + len(new_keys), len(due_keys), len(gone_keys), len(held))
     return dg.SensorResult(
         dynamic_partitions_requests=partition_requests,
-        asset_events=baseline + traits_observations(edited),
-        cursor=str(changes.last_seq),
-        skip_reason=None if partition_requests or baseline or edited
+        asset_events=recorded + baseline + traits_observations(edited),
+        cursor=str(PartitionsCursor(changes.last_seq, cursor.seq if held else None)),
+        skip_reason=None if partition_requests or baseline or edited or recorded
         else f"changes up to seq {changes.last_seq} need no partition change",
     )
 
