@@ -9,10 +9,15 @@ import pytest
 from dagster._core.execution.backfill import BulkActionStatus
 
 from persona_agents_pipeline.defs.assets import persona_agent
+from persona_agents_pipeline.defs.checks import EXISTS, MATCHES, persona_agent_checks
+from persona_agents_pipeline.defs.checks_after_materialize import checks_after_materialize_sensor
 from persona_agents_pipeline.defs.dagster_tags import DATA_VERSION_TAG
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
+from persona_agents_pipeline.defs.run_requests import range_run_request
+from persona_agents_pipeline.defs.schedules import verify_agents
 from persona_agents_pipeline.defs.sensors import persona_partitions_sensor
+from persona_agents_pipeline.in_process_runs import execute_run_request
 
 from dagster_backfill import backfill_instance, project_workspace, run_backfill
 from dagster_helpers import (
@@ -94,3 +99,46 @@ def test_a_new_instance_shows_recorded_agents_materialized_and_the_rest_missing(
     third, _ = run_tick(persona_partitions_sensor, instance, RESOURCES, second.cursor)
     assert stale_keys(instance, keys[:4]) == {keys[0], keys[3]}
     assert isinstance(run_tick(persona_partitions_sensor, instance, RESOURCES, third.cursor)[0], dg.SkipReason)
+
+
+def check_status_by_partition(instance, name: str) -> dict[str, str]:
+    """Each partition's latest check status, as the UI reads it."""
+    infos = instance.event_log_storage.get_asset_check_partition_info([dg.AssetCheckKey(persona_agent.key, name)])
+    return {info.partition_key: info.latest_execution_status.value for info in infos if info.partition_key and info.is_current}
+
+
+def test_the_checks_tabs_execute_all_checks_every_registered_persona(store, sandbox, instance):
+    """The Checks tab's "Execute all" launches the check selection with no partition: every registered persona
+    is checked, each result on its partition, and the run succeeds with a red check where an agent is gone."""
+    ids = store.add_personas(persona_rows(5))
+    keys = [str(i) for i in ids]
+    instance.add_dynamic_partitions(PARTITIONS, keys)
+    assert execute_run_request(instance, range_run_request(keys[:4], run_key=None, reason="test")).success
+    gone = store.get(ids[1]).elevenlabs_agent_id
+    assert sandbox.delete_agent_directly(gone)
+
+    execute_all = dg.RunRequest(asset_selection=[], asset_check_keys=list(persona_agent_checks.check_keys))
+    result = execute_run_request(instance, execute_all)
+
+    assert result.success
+    assert check_status_by_partition(instance, EXISTS) == {
+        keys[0]: "SUCCEEDED", keys[1]: "FAILED", keys[2]: "SUCCEEDED", keys[3]: "SUCCEEDED", keys[4]: "FAILED"
+    }
+    assert check_status_by_partition(instance, MATCHES) == {keys[0]: "SUCCEEDED", keys[2]: "SUCCEEDED", keys[3]: "SUCCEEDED"}
+
+
+def test_verify_agents_runs_each_check_once(store, sandbox, instance):
+    """The verify_agents schedule's check-only runs are not followed by a second check run of their own."""
+    ids = store.add_personas(persona_rows(3))
+    keys = [str(i) for i in ids]
+    instance.add_dynamic_partitions(PARTITIONS, keys)
+    assert execute_run_request(instance, range_run_request(keys, run_key=None, reason="test")).success
+    watched_from = instance.get_run_records(limit=1)[0].update_timestamp.timestamp()
+    requests = list(verify_agents(dg.build_schedule_context(instance=instance, resources=RESOURCES)))
+    gets = request_count(sandbox)
+
+    assert [execute_run_request(instance, request).success for request in requests] == [True]
+    follow_up = checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor=str(watched_from)))
+
+    assert request_count(sandbox) - gets == 3, "one GET per agent"
+    assert not follow_up.run_requests
