@@ -366,7 +366,7 @@ def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, i
     assert not result.success
     [failure] = [event for event in result.all_events if event.is_step_failure]
     text = failure.step_failure_data.user_failure_data.description
-    assert f"persona {ids[2]}" in text and "chattiness" in text
+    assert f"Persona {ids[2]}" in text and "chattiness" in text
     assert failure.step_failure_data.error.cls_name == "Failure"
     # Validation errors are not retried: exactly one attempt.
     assert not [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]

@@ -142,3 +142,41 @@ def test_verify_agents_runs_each_check_once(store, sandbox, instance):
 
     assert request_count(sandbox) - gets == 3, "one GET per agent"
     assert not follow_up.run_requests
+
+
+def set_chattiness(store, persona_id: int, value: float) -> None:
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(f"UPDATE personas SET chattiness = {value} WHERE id = {persona_id}")
+
+
+def test_a_failed_partition_says_why_in_one_sentence_on_its_own_events(store, sandbox, instance):
+    ids = store.add_personas(persona_rows(3))
+    keys = [str(i) for i in ids]
+    set_chattiness(store, ids[1], 7)
+    instance.add_dynamic_partitions(PARTITIONS, keys)
+
+    result = execute_run_request(instance, range_run_request(keys, run_key=None, reason="test"))
+
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    description = failure.step_failure_data.user_failure_data.description
+    sentence = f"Persona {ids[1]} 'Persona 1' is invalid: chattiness"
+    assert description.startswith(sentence) and description.lower().count(f"persona {ids[1]}") == 1, description
+    assert "click Materialize" in description
+    [observation] = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[keys[1]]), limit=10).records
+    reason = observation.asset_observation.metadata["reason"].value
+    assert reason == f"Persona {ids[1]} 'Persona 1' is invalid: {store.get(ids[1]).invalid_reason()}."
+    assert "Materialize" in observation.asset_observation.metadata["next_step"].value
+    assert failed_partitions(instance, keys) == {keys[1]}
+
+
+def test_an_invalid_persona_with_an_agent_is_not_shown_green(store, sandbox, instance):
+    ids = store.add_personas(persona_rows(2))
+    first, _ = run_tick(persona_partitions_sensor, instance, RESOURCES)
+    assert execute_run_request(instance, range_run_request([str(i) for i in ids], run_key=None, reason="test")).success
+    set_chattiness(store, ids[0], 7)
+
+    run_tick(persona_partitions_sensor, instance, RESOURCES, first.cursor)
+
+    assert check_status_by_partition(instance, MATCHES) == {str(ids[0]): "FAILED"}

@@ -97,10 +97,39 @@ def partition_metadata(
     }
 
 
-def _failure_text(failed: list[ProvisionResult], names: dict[int, str]) -> str:
-    lines = [f"{len(failed)} persona(s) failed:"]
-    lines += [f"- persona {r.persona_id} {names.get(r.persona_id, '')!r} ({r.outcome.value}): {r.error}" for r in failed]
-    return "\n".join(lines)
+FAILED_AS = {Outcome.INVALID: "is invalid", Outcome.NOT_FOUND: "is not in the database"}
+NEXT_STEP = {
+    Outcome.INVALID: "Fix the persona's traits, then select this partition and click Materialize "
+    "(where automation is on, agent_drift_sensor retries it after the edit).",
+    Outcome.NOT_FOUND: "Nothing to do: its partition goes when persona_partitions_sensor sees the delete.",
+}
+RETRY_NEXT_STEP = "The step retries; if it still fails, select this partition and click Materialize."
+
+
+def failure_sentence(result: ProvisionResult, name: str) -> str:
+    """Why one persona failed, in one sentence (the service's error names the persona already; said once here)."""
+    reason = (result.error or "").removeprefix(f"persona {result.persona_id}: ").rstrip(".")
+    return f"Persona {result.persona_id} {name!r} {FAILED_AS.get(result.outcome, 'failed')}: {reason}."
+
+
+def failure_text(failed: list[ProvisionResult], names: dict[int, str]) -> str:
+    """The step's failure: one persona's sentence and what to do, or a count and one line per persona."""
+    if len(failed) == 1:
+        [result] = failed
+        return f"{failure_sentence(result, names.get(result.persona_id, ''))} {NEXT_STEP.get(result.outcome, RETRY_NEXT_STEP)}"
+    lines = [f"{len(failed)} personas failed (each failed partition's events show its own reason):"]
+    return "\n".join(lines + [f"- {failure_sentence(r, names.get(r.persona_id, ''))}" for r in failed])
+
+
+def failure_observation(result: ProvisionResult, name: str) -> dg.AssetObservation:
+    """The failed partition's own record of why, shown in its events beside the run's failure."""
+    sentence = failure_sentence(result, name)
+    return dg.AssetObservation(
+        asset_key=persona_agent.key, partition=persona_key(result.persona_id), description=sentence,
+        metadata={"persona": dg.MetadataValue.text(name), "outcome": dg.MetadataValue.text(result.outcome.value),
+                  "reason": dg.MetadataValue.text(sentence),
+                  "next_step": dg.MetadataValue.text(NEXT_STEP.get(result.outcome, RETRY_NEXT_STEP))},
+    )
 
 
 def persona_ids(keys: list[str]) -> tuple[list[int], list[ProvisionResult]]:
@@ -164,7 +193,9 @@ def persona_agent(
         with closing(provisioning):
             for result in provisioning:
                 results.append(result)
-                if result.ok:
+                if not result.ok:
+                    yield failure_observation(result, names.get(result.persona_id, ""))
+                else:
                     key = persona_key(result.persona_id)
                     history = service.store.history(result.persona_id)
                     metadata = partition_metadata(result, config.force, history, names.get(result.persona_id, ""))
@@ -189,14 +220,15 @@ def confirmed(previous: dg.EventLogRecord | None, result: ProvisionResult) -> dg
 def raise_failures(failed: list[ProvisionResult], succeeded: int, names: dict[int, str]) -> None:
     metadata = {
         "failed_personas": dg.MetadataValue.json(
-            [{"persona_id": r.persona_id, "name": names.get(r.persona_id), "outcome": r.outcome.value, "reason": r.error} for r in failed]
+            [{"persona_id": r.persona_id, "name": names.get(r.persona_id), "outcome": r.outcome.value,
+              "reason": failure_sentence(r, names.get(r.persona_id, ""))} for r in failed]
         ),
         "succeeded": dg.MetadataValue.int(succeeded),
     }
     permanent_only = all(r.outcome in PERMANENT for r in failed)
     raise dg.Failure(
-        description=_failure_text(failed, names)
-        + ("" if permanent_only else "\nTransient errors: the step retries, redoing only what is still missing."),
+        description=failure_text(failed, names)
+        + ("" if permanent_only or len(failed) == 1 else "\nTransient errors: the step retries, redoing only what is still missing."),
         metadata=metadata,
         allow_retries=not permanent_only,
     )

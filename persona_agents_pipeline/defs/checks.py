@@ -17,6 +17,7 @@ import dagster as dg
 
 from .assets import ELEVENLABS_POOL, persona_agent
 from .materializations import latest_materializations, run_partition_keys
+from ..models import Persona
 from ..provisioning import ProvisioningService
 from .partitions import key_chunks, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
@@ -115,6 +116,19 @@ def check_batch(service: ProvisioningService, ids: list[int], concurrency: int) 
         elif not check.passed:
             drifted.append((check.persona_id, "; ".join(check.problems)))
     return missing, drifted
+
+
+def invalid_agent_evaluations(instance: dg.DagsterInstance, personas: list[Persona]) -> list[dg.AssetCheckEvaluation]:
+    """A failed agent_matches_traits on the partition of each persona that has an agent but whose traits are
+    now invalid, reported by the sensor that sees the edit (no API call): its agent, built from earlier traits,
+    is not shown green and fresh."""
+    invalid = [(p.id, reason) for p in personas if p.elevenlabs_agent_id and (reason := p.invalid_reason())]
+    if not invalid:
+        return []
+    failures = [(pid, f"persona is invalid: {reason}; its agent was built from earlier, valid traits") for pid, reason in invalid]
+    hint = "Fix the persona's traits: the next checks, or a Materialize of this partition, turn it green."
+    ids = [pid for pid, _ in invalid]
+    return per_partition(MATCHES, ids, failures, check_targets(instance, ids), hint=hint)
 
 
 @dg.multi_asset_check(

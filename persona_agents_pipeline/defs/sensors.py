@@ -11,6 +11,7 @@ import dagster as dg
 
 from ..drift import drifted_hashes
 from .automation import SENSOR_INTERVAL_SECONDS, automation_status, changes_after, changes_after_cursor
+from .checks import invalid_agent_evaluations
 from .jobs import PROVISION_JOB
 from .partitions import add_requests, persona_key, personas_partitions, registered
 from .personas_observations import baselines_recorded, registration, traits_observations
@@ -53,7 +54,9 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
     baseline = [event for event in baseline if event.partition not in held_keys] + held_baselines(held)
     # Trait edits that change an agent's config show it stale at once, with or without auto-update (a held
     # persona's drift shows once its partition is materialized, in the next tick).
-    edited = drifted(persona_store, [pid for pid in changes.edited() if persona_key(pid) not in held_keys])
+    edited_ids = [pid for pid in changes.edited() if persona_key(pid) not in held_keys]
+    edited = drifted(persona_store, edited_ids)
+    invalid = invalid_agent_evaluations(context.instance, persona_store.get_store().get_many(edited_ids)) if edited_ids else []
     gone_keys = sorted(registered(context.instance, deleted), key=int)
     partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = add_requests(due_keys + new_keys)
     if gone_keys:
@@ -62,9 +65,9 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
                      "the next tick", changes.describe(), len(due_keys) + len(new_keys), len(due_keys), len(gone_keys), len(held))
     return dg.SensorResult(
         dynamic_partitions_requests=partition_requests,
-        asset_events=recorded + baseline + traits_observations(edited),
+        asset_events=[*recorded, *baseline, *traits_observations(edited), *invalid],
         cursor=str(PartitionsCursor(changes.last_seq, cursor.seq if held else None)),
-        skip_reason=None if partition_requests or baseline or edited or recorded
+        skip_reason=None if partition_requests or baseline or edited or recorded or invalid
         else f"changes up to seq {changes.last_seq} need no partition change",
     )
 
