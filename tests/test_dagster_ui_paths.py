@@ -16,12 +16,13 @@ from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
 from persona_agents_pipeline.defs.run_requests import range_run_request
 from persona_agents_pipeline.defs.schedules import verify_agents
-from persona_agents_pipeline.defs.sensors import persona_partitions_sensor
+from persona_agents_pipeline.defs.sensors import agent_drift_sensor, persona_partitions_sensor
 from persona_agents_pipeline.in_process_runs import execute_run_request
 
 from dagster_backfill import backfill_instance, project_workspace, run_backfill
 from dagster_helpers import (
-    failed_partitions, flip_traits, latest_metadata, materializations, persona_rows, point_env_at, run_tick, stale_keys,
+    failed_partitions, flip_traits, latest_metadata, materializations, persona_rows, point_env_at, range_of, run_tick,
+    stale_keys,
 )
 
 PARTITIONS = personas_partitions.name
@@ -180,3 +181,27 @@ def test_an_invalid_persona_with_an_agent_is_not_shown_green(store, sandbox, ins
     run_tick(persona_partitions_sensor, instance, RESOURCES, first.cursor)
 
     assert check_status_by_partition(instance, MATCHES) == {str(ids[0]): "FAILED"}
+
+
+def test_a_fixed_invalid_persona_is_retried_by_the_drift_sensor(store, sandbox, instance):
+    """With automation on, the edit that fixes a failed persona (invalid, without an agent) or an invalid one
+    with an agent (red check) is followed by a converge run of just those partitions: they turn green."""
+    ids = store.add_personas(persona_rows(4))
+    keys = [str(i) for i in ids]
+    run_tick(persona_partitions_sensor, instance, RESOURCES)
+    assert execute_run_request(instance, range_run_request(keys[2:], run_key=None, reason="test")).success
+    set_chattiness(store, ids[0], 7)
+    set_chattiness(store, ids[2], 7)
+    cursor = str(store.latest_change_seq())
+    run_tick(persona_partitions_sensor, instance, RESOURCES, cursor="0")  # ids[2]'s traits check turns red
+    assert not execute_run_request(instance, range_run_request(keys[:2], run_key=None, reason="test")).success
+    assert failed_partitions(instance, keys) == {keys[0]} and check_status_by_partition(instance, MATCHES) == {keys[2]: "FAILED"}
+    set_chattiness(store, ids[0], 0.5)
+    set_chattiness(store, ids[2], persona_rows(4)[2]["chattiness"])  # back to the traits its agent was built from
+
+    result, runs = run_tick(agent_drift_sensor, instance, RESOURCES, cursor)
+
+    assert sorted(range_of(request) for request in result.run_requests) == [(keys[0], keys[0]), (keys[2], keys[2])]
+    assert all(run.success for run in runs)
+    assert not failed_partitions(instance, keys) and instance.get_materialized_partitions(persona_agent.key) == set(keys)
+    assert check_status_by_partition(instance, MATCHES) == {}, "the red check concerned an earlier materialization"
