@@ -14,9 +14,10 @@ from persona_agents_pipeline.defs.checks_after_materialize import checks_after_m
 from persona_agents_pipeline.defs.dagster_tags import DATA_VERSION_TAG
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
-from persona_agents_pipeline.defs.run_requests import range_run_request
+from persona_agents_pipeline.defs.run_requests import ENSURE_RUN_CONFIG, range_run_request
 from persona_agents_pipeline.defs.schedules import verify_agents
 from persona_agents_pipeline.defs.sensors import agent_drift_sensor, persona_partitions_sensor
+from persona_agents_pipeline.defs.status_report import status_report_sensor
 from persona_agents_pipeline.in_process_runs import execute_run_request
 
 from dagster_backfill import backfill_instance, project_workspace, run_backfill
@@ -205,3 +206,31 @@ def test_a_fixed_invalid_persona_is_retried_by_the_drift_sensor(store, sandbox, 
     assert all(run.success for run in runs)
     assert not failed_partitions(instance, keys) and instance.get_materialized_partitions(persona_agent.key) == set(keys)
     assert check_status_by_partition(instance, MATCHES) == {}, "the red check concerned an earlier materialization"
+
+
+def report_materializations(instance) -> list:
+    return instance.fetch_materializations(dg.AssetKey("agent_status_report"), limit=100).records
+
+
+def test_a_materialize_click_makes_two_runs_and_leaves_the_report_current(store, sandbox, instance):
+    """A Materialize as the UI launches it (asset and checks selected): its run, then its checks' run, which
+    records the report (a deleted agent counted gone); the report sensor adds no third run."""
+    ids = store.add_personas(persona_rows(3))
+    keys = [str(i) for i in ids]
+    first, _ = run_tick(persona_partitions_sensor, instance, RESOURCES)
+    report_cursor = status_report_sensor(dg.build_sensor_context(instance=instance, resources=RESOURCES)).cursor
+    assert execute_run_request(instance, range_run_request(keys, run_key=None, reason="test", run_config=ENSURE_RUN_CONFIG)).success
+    automated = status_report_sensor(dg.build_sensor_context(instance=instance, cursor=report_cursor, resources=RESOURCES))
+    assert len(automated.run_requests) == 1, "an automated run is followed by a report run"
+    assert sandbox.delete_agent_directly(store.get(ids[1]).elevenlabs_agent_id)
+    watched_from = instance.get_run_records(limit=1)[0].update_timestamp.timestamp()
+
+    click = dg.RunRequest(asset_selection=[persona_agent.key], tags=range_run_request(keys[1:2], run_key=None, reason="ui").tags)
+    assert execute_run_request(instance, click).success  # the asset's run, its checks selected and skipped
+    follow_up = checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor=str(watched_from)))
+    assert [execute_run_request(instance, request).success for request in follow_up.run_requests] == [True]
+    tick = status_report_sensor(dg.build_sensor_context(instance=instance, cursor=automated.cursor, resources=RESOURCES))
+
+    assert isinstance(tick, dg.SkipReason) or not tick.run_requests
+    [latest, *_] = report_materializations(instance)
+    assert latest.asset_materialization.metadata["count_active"].value == 3

@@ -275,9 +275,15 @@ def persona_states(persona_store: PersonaStoreResource, gone: set[str]) -> Itera
     "refreshes it after persona changes and finished runs.",
 )
 def agent_status_report(context: dg.AssetExecutionContext, persona_store: PersonaStoreResource) -> dg.Output[pd.DataFrame]:
+    frame, metadata = status_report(context.instance, persona_store)
+    return dg.Output(frame, metadata=metadata)
+
+
+def status_report(instance: dg.DagsterInstance, persona_store: PersonaStoreResource) -> tuple[pd.DataFrame, dict[str, dg.MetadataValue]]:
+    """The report's table and metadata, as of now: the asset's body, also recorded by each check run (checks.py)."""
     counts: Counter[str] = Counter({status: 0 for status in (*AGENT_STATUSES, "drifted", "gone")})
     rows: list[tuple[int, str, str, str]] = []
-    for persona, status, reason in persona_states(persona_store, gone_agent_keys(context.instance)):
+    for persona, status, reason in persona_states(persona_store, gone_agent_keys(instance)):
         counts[status] += 1
         if status != "active":
             rows.append((persona.id, persona.name, status, reason))
@@ -295,7 +301,7 @@ def agent_status_report(context: dg.AssetExecutionContext, persona_store: Person
     metadata["total"] = dg.MetadataValue.int(total)
     metadata["status_table"] = dg.MetadataValue.md(table)
     metadata["needs_attention"] = dg.MetadataValue.md(attention if rows else "every persona has a current agent")
-    return dg.Output(frame, metadata=metadata)
+    return frame, metadata
 
 
 __all__ = ["personas", "persona_agent", "agent_status_report", "PersonaAgentConfig", "ELEVENLABS_POOL", "GROUP"]

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import dagster as dg
 
-from .assets import ELEVENLABS_POOL, persona_agent
+from .assets import ELEVENLABS_POOL, agent_status_report, persona_agent, status_report
 from .materializations import latest_materializations, run_partition_keys
 from ..models import Persona
 from ..provisioning import ProvisioningService
@@ -175,3 +175,6 @@ def persona_agent_checks(
         yield from summary(EXISTS, len(ids), missing)
     if MATCHES in selected:
         yield from summary(MATCHES, len(ids) - len(missing), drifted, hint=PLAN_HINT)
+    # The report counts gone agents from these results: refreshed here, it needs no run of its own.
+    _, report = status_report(context.instance, persona_store)
+    yield dg.AssetMaterialization(asset_key=agent_status_report.key, metadata=report)
