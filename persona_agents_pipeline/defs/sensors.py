@@ -14,7 +14,7 @@ from .automation import SENSOR_INTERVAL_SECONDS, automation_status, changes_afte
 from .assets import persona_agent
 from .checks import MATCHES, invalid_agent_evaluations
 from .jobs import PROVISION_JOB
-from .partitions import add_requests, persona_key, personas_partitions, registered
+from .partitions import add_requests, key_chunks, persona_key, personas_partitions, registered
 from .personas_observations import baselines_recorded, registration, traits_observations
 from .recorded_agents import PartitionsCursor, due_registrations, held_baselines, with_recorded_agents
 from .resources import PersonaStoreResource, agent_template
@@ -164,7 +164,8 @@ def failed_and_now_valid(instance: dg.DagsterInstance, persona_store: PersonaSto
     if not keys:
         return []
     statuses = instance.get_status_by_partition(persona_agent.key, keys, personas_partitions) or {}
-    red = {info.partition_key for info in instance.event_log_storage.get_asset_check_partition_info([MATCHES_KEY], partition_keys=keys)
+    red = {info.partition_key for chunk in key_chunks(keys)
+           for info in instance.event_log_storage.get_asset_check_partition_info([MATCHES_KEY], partition_keys=chunk)
            if info.latest_execution_status.value == "FAILED" and info.is_current}
     return [key for key in keys if statuses.get(key) == dg.AssetPartitionStatus.FAILED or key in red]
 
