@@ -7,12 +7,19 @@ from collections import Counter
 from typing import Iterable
 
 import dagster as dg
+# Dagster 1.13 has no public way to read a partition's stale status (the UI's "Unsynced"): stale_keys asks
+# the resolver behind the UI itself.
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.loader import LoadingContextForTest
+from sqlalchemy import text
 
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.personas_observations import PERSONAS_KEY
+from persona_agents_pipeline.definitions import defs
 from persona_agents_pipeline.in_process_runs import execute_run_request
+from persona_agents_pipeline.voice_policy import choose_voice
 
 
 def point_env_at(monkeypatch, database_url: str, sandbox_url: str, api_key: str = "sandbox-test-key") -> None:
@@ -96,3 +103,21 @@ def failed_partitions(instance: dg.DagsterInstance, keys: list[str]) -> set[str]
     """Which of persona_agent's partitions `keys` the UI shows failed."""
     statuses = instance.get_status_by_partition(persona_agent.key, keys, personas_partitions) or {}
     return {key for key, status in statuses.items() if status == dg.AssetPartitionStatus.FAILED}
+
+
+def stale_keys(instance, keys: list[str]) -> set[str]:
+    """The persona_agent partitions Dagster's own stale-status logic (the one behind the UI) reports stale."""
+    resolver = CachingStaleStatusResolver(
+        instance, defs.resolve_asset_graph(), loading_context=LoadingContextForTest(instance)
+    )
+    return {key for key in keys if resolver.get_status(persona_agent.key, key) == StaleStatus.STALE}
+
+
+def flip_traits(store, persona_id: int) -> None:
+    """A plain SQL edit, as the application makes it, moving the persona to the opposite voice corner."""
+    hot_and_chatty = choose_voice(store.get(persona_id).spec()).name == "Bella"
+    value = 0.1 if hot_and_chatty else 0.9
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE personas SET temper_level = :v, chattiness = :v WHERE id = :id"), {"v": value, "id": persona_id}
+        )

@@ -10,10 +10,6 @@ import copy
 
 import dagster as dg
 import pytest
-# Dagster 1.13 has no public way to read a partition's stale status (the UI's "Unsynced"): the test asks
-# the resolver behind the UI itself.
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._core.loader import LoadingContextForTest
 from sqlalchemy import text
 
 from persona_agents_pipeline.defs.assets import persona_agent
@@ -27,7 +23,9 @@ from persona_agents_pipeline.definitions import defs
 from persona_agents_pipeline.in_process_runs import execute_run_request
 from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, choose_voice, voice_settings
 
-from dagster_helpers import apply_asset_events, latest_metadata, materializations, persona_rows, point_env_at, run_tick
+from dagster_helpers import (
+    apply_asset_events, flip_traits, latest_metadata, materializations, persona_rows, point_env_at, run_tick, stale_keys,
+)
 
 PERSONAS = 30
 EDITED = slice(2, None, 7)  # 4 scattered personas out of 30
@@ -37,24 +35,6 @@ EDITED = slice(2, None, 7)  # 4 scattered personas out of 30
 def env(monkeypatch, store, sandbox):
     point_env_at(monkeypatch, store.database_url, sandbox.url)
     return {"persona_store": PersonaStoreResource(database_url=store.database_url)}
-
-
-def stale_keys(instance, keys: list[str]) -> set[str]:
-    """The persona_agent partitions Dagster's own stale-status logic (the one behind the UI) reports stale."""
-    resolver = CachingStaleStatusResolver(
-        instance, defs.resolve_asset_graph(), loading_context=LoadingContextForTest(instance)
-    )
-    return {key for key in keys if resolver.get_status(persona_agent.key, key) == StaleStatus.STALE}
-
-
-def flip_traits(store, persona_id: int) -> None:
-    """A plain SQL edit, as the application makes it, moving the persona to the opposite voice corner."""
-    hot_and_chatty = choose_voice(store.get(persona_id).spec()).name == "Bella"
-    value = 0.1 if hot_and_chatty else 0.9
-    with store.engine.begin() as connection:
-        connection.execute(
-            text("UPDATE personas SET temper_level = :v, chattiness = :v WHERE id = :id"), {"v": value, "id": persona_id}
-        )
 
 
 def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, sandbox, env, instance):

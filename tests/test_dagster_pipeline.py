@@ -60,16 +60,18 @@ def run_sensor_tick(instance, cursor=None):
     return run_tick(new_personas_sensor, instance, RESOURCES, cursor)
 
 
-def observations(instance, key: str) -> list[dg.AssetObservation]:
-    records = instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=100
+def data_version(instance, key: str) -> str:
+    """The data version of persona_agent's latest materialization of one partition."""
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=persona_agent.key, asset_partitions=[key]), limit=1
     ).records
-    return [record.asset_observation for record in records]
+    return record.event_log_entry.tags[DATA_VERSION_TAG]
 
 
-def test_a_verified_noop_materializes_only_partitions_that_are_not_green_and_fresh(store, instance, sandbox, api_key):
-    """Converging to 'verified' re-materializes a partition that was never materialized (agent made outside
-    Dagster), failed since its materialization, or is stale; a green, fresh one only gets an observation."""
+def test_a_verified_noop_is_materialized_with_the_partitions_data_version(store, instance, sandbox, api_key):
+    """Converging to 'verified' materializes every partition (Dagster counts a run's or a backfill's partition
+    as done only so): one never materialized (agent made outside Dagster), one failed since, one stale, and a
+    green, fresh one. Each that was materialized keeps its data version: the same agent, no new version."""
     ids = store.add_personas(persona_rows(4))
     keys = [str(i) for i in ids]
     instance.add_dynamic_partitions(PARTITIONS, keys)
@@ -88,14 +90,13 @@ def test_a_verified_noop_materializes_only_partitions_that_are_not_green_and_fre
     assert service.update_agent(ids[2]).outcome.value == "updated"
     service.client.close()
     before = {key: len(materializations(instance, key)) for key in keys}
+    versions = {key: data_version(instance, key) for key in keys[:3]}
 
     assert execute_run_request(instance, range_request(ids)).success
 
-    outcomes = {key: latest_metadata(instance, key)["outcome"] for key in keys}
-    assert {key: len(materializations(instance, key)) - before[key] for key in keys} == {
-        keys[0]: 0, keys[1]: 1, keys[2]: 1, keys[3]: 1
-    }, outcomes
-    assert [o.metadata["outcome"].value for o in observations(instance, keys[0])] == ["verified"]
+    assert {key: len(materializations(instance, key)) - before[key] for key in keys} == dict.fromkeys(keys, 1)
+    assert {key: latest_metadata(instance, key)["outcome"] for key in keys} == dict.fromkeys(keys, "verified")
+    assert {key: data_version(instance, key) for key in keys[:3]} == versions
     assert instance.get_materialized_partitions(persona_agent.key) == set(keys)
     assert not failed_partitions(instance, keys)
 
@@ -236,13 +237,13 @@ def test_rerun_is_a_noop_and_force_recreates(store, instance, sandbox):
     assert execute_run_request(instance, single_partition_request(key)).success
     first_agent = store.get(persona_id).elevenlabs_agent_id
 
-    history = materializations(instance, key)
+    version = data_version(instance, key)
     rerun = execute_run_request(instance, single_partition_request(key))
     assert rerun.success
-    # The no-op is observed, not materialized: the partition's history is unchanged, still green.
-    assert materializations(instance, key) == history
-    [verified] = observations(instance, key)
+    # The no-op is materialized (the run's partition is done) with the partition's data version unchanged.
+    verified, _ = materializations(instance, key)
     assert verified.metadata["outcome"].value == "verified" and "no-op" in verified.metadata["note"].value
+    assert data_version(instance, key) == version
     assert instance.get_materialized_partitions(persona_agent.key) == {key}
     assert store.get(persona_id).elevenlabs_agent_id == first_agent
     assert [agent["agent_id"] for agent in sandbox.agents()] == [first_agent]
@@ -365,7 +366,7 @@ def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, i
     assert not result.success
     [failure] = [event for event in result.all_events if event.is_step_failure]
     text = failure.step_failure_data.user_failure_data.description
-    assert f"persona {ids[2]}" in text and "chattiness" in text
+    assert f"Persona {ids[2]}" in text and "chattiness" in text
     assert failure.step_failure_data.error.cls_name == "Failure"
     # Validation errors are not retried: exactly one attempt.
     assert not [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]

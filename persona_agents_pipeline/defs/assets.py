@@ -13,7 +13,7 @@ from ..agent_status import AgentStatus, PersonaStatus, persona_statuses
 from ..models import AgentEvent, Persona
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
 from ..drift import drifted_hashes
-from .materializations import PartitionRecorder, settled_partitions
+from .materializations import PartitionRecorder, latest_materializations
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
 
@@ -99,10 +99,39 @@ def partition_metadata(
     }
 
 
-def _failure_text(failed: list[ProvisionResult], names: dict[int, str]) -> str:
-    lines = [f"{len(failed)} persona(s) failed:"]
-    lines += [f"- persona {r.persona_id} {names.get(r.persona_id, '')!r} ({r.outcome.value}): {r.error}" for r in failed]
-    return "\n".join(lines)
+FAILED_AS = {Outcome.INVALID: "is invalid", Outcome.NOT_FOUND: "is not in the database"}
+NEXT_STEP = {
+    Outcome.INVALID: "Fix the persona's traits, then select this partition and click Materialize "
+    "(where automation is on, agent_drift_sensor retries it after the edit).",
+    Outcome.NOT_FOUND: "Nothing to do: its partition goes when persona_partitions_sensor sees the delete.",
+}
+RETRY_NEXT_STEP = "The step retries; if it still fails, select this partition and click Materialize."
+
+
+def failure_sentence(result: ProvisionResult, name: str) -> str:
+    """Why one persona failed, in one sentence (the service's error names the persona already; said once here)."""
+    reason = (result.error or "").removeprefix(f"persona {result.persona_id}: ").rstrip(".")
+    return f"Persona {result.persona_id} {name!r} {FAILED_AS.get(result.outcome, 'failed')}: {reason}."
+
+
+def failure_text(failed: list[ProvisionResult], names: dict[int, str]) -> str:
+    """The step's failure: one persona's sentence and what to do, or a count and one line per persona."""
+    if len(failed) == 1:
+        [result] = failed
+        return f"{failure_sentence(result, names.get(result.persona_id, ''))} {NEXT_STEP.get(result.outcome, RETRY_NEXT_STEP)}"
+    lines = [f"{len(failed)} personas failed (each failed partition's events show its own reason):"]
+    return "\n".join(lines + [f"- {failure_sentence(r, names.get(r.persona_id, ''))}" for r in failed])
+
+
+def failure_observation(result: ProvisionResult, name: str) -> dg.AssetObservation:
+    """The failed partition's own record of why, shown in its events beside the run's failure."""
+    sentence = failure_sentence(result, name)
+    return dg.AssetObservation(
+        asset_key=persona_agent.key, partition=persona_key(result.persona_id), description=sentence,
+        metadata={"persona": dg.MetadataValue.text(name), "outcome": dg.MetadataValue.text(result.outcome.value),
+                  "reason": dg.MetadataValue.text(sentence),
+                  "next_step": dg.MetadataValue.text(NEXT_STEP.get(result.outcome, RETRY_NEXT_STEP))},
+    )
 
 
 def persona_ids(keys: list[str]) -> tuple[list[int], list[ProvisionResult]]:
@@ -152,9 +181,9 @@ def persona_agent(
     names = {persona.id: persona.name for persona in service.store.get_many(ids)}
     context.log.info("provisioning %d persona(s), mode=%s, force=%s", len(ids), config.mode, config.force)
     recorder = PartitionRecorder.at_step_start(context)
-    # A verified no-op on a green, fresh partition is observed, not materialized (materializations.py).
+    # A verified no-op on the recorded agent keeps its partition's data version (materializations.py).
     converging = config.mode == "converge" and not config.force
-    settled = settled_partitions(context.instance, context.asset_key, personas.key, keys) if converging else set()
+    previous = latest_materializations(context.instance, context.asset_key, keys) if converging else {}
     results: list[ProvisionResult] = []
     provisioning = service.iter_provision(
         ids, concurrency=elevenlabs.concurrency(), force=config.force, operation=mode_operation(service, config)
@@ -166,12 +195,13 @@ def persona_agent(
         with closing(provisioning):
             for result in provisioning:
                 results.append(result)
-                if result.ok:
+                if not result.ok:
+                    yield failure_observation(result, names.get(result.persona_id, ""))
+                else:
                     key = persona_key(result.persona_id)
                     history = service.store.history(result.persona_id)
                     metadata = partition_metadata(result, config.force, history, names.get(result.persona_id, ""))
-                    no_op = result.outcome is Outcome.VERIFIED and key in settled
-                    yield (recorder.observation if no_op else recorder.materialization)(key, metadata)
+                    yield recorder.materialization(key, metadata, same_as=confirmed(previous.get(key), result))
     finally:
         service.client.close()
     failed += [r for r in results if not r.ok]
@@ -181,17 +211,26 @@ def persona_agent(
         raise_failures(failed, sum(r.ok for r in results), names)
 
 
+def confirmed(previous: dg.EventLogRecord | None, result: ProvisionResult) -> dg.EventLogRecord | None:
+    """The partition's previous materialization when a verified no-op confirmed the agent it recorded."""
+    if previous is None or result.outcome is not Outcome.VERIFIED:
+        return None
+    recorded = previous.asset_materialization.metadata.get("agent_id") if previous.asset_materialization else None
+    return previous if recorded is not None and recorded.value == result.agent_id else None
+
+
 def raise_failures(failed: list[ProvisionResult], succeeded: int, names: dict[int, str]) -> None:
     metadata = {
         "failed_personas": dg.MetadataValue.json(
-            [{"persona_id": r.persona_id, "name": names.get(r.persona_id), "outcome": r.outcome.value, "reason": r.error} for r in failed]
+            [{"persona_id": r.persona_id, "name": names.get(r.persona_id), "outcome": r.outcome.value,
+              "reason": failure_sentence(r, names.get(r.persona_id, ""))} for r in failed]
         ),
         "succeeded": dg.MetadataValue.int(succeeded),
     }
     permanent_only = all(r.outcome in PERMANENT for r in failed)
     raise dg.Failure(
-        description=_failure_text(failed, names)
-        + ("" if permanent_only else "\nTransient errors: the step retries, redoing only what is still missing."),
+        description=failure_text(failed, names)
+        + ("" if permanent_only or len(failed) == 1 else "\nTransient errors: the step retries, redoing only what is still missing."),
         metadata=metadata,
         allow_retries=not permanent_only,
     )
@@ -229,9 +268,15 @@ def persona_states(persona_store: PersonaStoreResource, gone: set[str]) -> Itera
     "refreshes it after persona changes and finished runs.",
 )
 def agent_status_report(context: dg.AssetExecutionContext, persona_store: PersonaStoreResource) -> dg.Output[pd.DataFrame]:
+    frame, metadata = status_report(context.instance, persona_store)
+    return dg.Output(frame, metadata=metadata)
+
+
+def status_report(instance: dg.DagsterInstance, persona_store: PersonaStoreResource) -> tuple[pd.DataFrame, dict[str, dg.MetadataValue]]:
+    """The report's table and metadata, as of now: the asset's body, also recorded by each check run (checks.py)."""
     counts: Counter[str] = Counter({status.value: 0 for status in AgentStatus})
     rows: list[tuple[int, str, str, str]] = []
-    for state in persona_states(persona_store, gone_agent_keys(context.instance)):
+    for state in persona_states(persona_store, gone_agent_keys(instance)):
         counts[state.status.value] += 1
         if state.status is not AgentStatus.ACTIVE:
             rows.append((state.persona_id, state.name, state.status.value, state.reason))
@@ -249,7 +294,7 @@ def agent_status_report(context: dg.AssetExecutionContext, persona_store: Person
     metadata["total"] = dg.MetadataValue.int(total)
     metadata["status_table"] = dg.MetadataValue.md(table)
     metadata["needs_attention"] = dg.MetadataValue.md(attention if rows else "every persona has a current agent")
-    return dg.Output(frame, metadata=metadata)
+    return frame, metadata
 
 
 __all__ = ["personas", "persona_agent", "agent_status_report", "PersonaAgentConfig", "ELEVENLABS_POOL", "GROUP"]

@@ -5,18 +5,21 @@ is gone or drifted stays failing on its partition until it is repaired, whatever
 Dagster 1.13 fills a partitioned check's result (AssetCheckResult) only for single-partition steps, and our
 steps take ranges of up to RUN_BATCH_SIZE partitions; so the check emits one AssetCheckEvaluation per
 partition itself (recorded per partition, tested in tests/test_dagster_checks.py), then one summary result
-for the step (the output Dagster requires; recorded without a partition).
+for the step (the output Dagster requires; recorded without a partition). A run naming no partitions (the
+Checks tab's "Execute all") checks every registered persona, in batches.
 """
 
 
 import json
-from typing import Any
+from typing import Any, Iterator
 
 import dagster as dg
 
-from .assets import ELEVENLABS_POOL, persona_agent
+from .assets import ELEVENLABS_POOL, agent_status_report, persona_agent, status_report
 from .materializations import latest_materializations, run_partition_keys
-from .partitions import personas_partitions
+from ..models import Persona
+from ..provisioning import ProvisioningService
+from .partitions import key_chunks, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
 
 EXISTS = "remote_agent_exists"
@@ -28,11 +31,12 @@ PLAN_HINT = (
 )
 
 
-def persona_ids_for_run(context: dg.AssetCheckExecutionContext, persona_store: PersonaStoreResource) -> list[int]:
-    """The personas the current run targets, or every persona with an agent for a check-only run."""
+def persona_ids_for_run(context: dg.AssetCheckExecutionContext) -> list[int]:
+    """The personas the current run targets; a run naming no partitions (the Checks tab's "Execute all")
+    checks every registered persona."""
     keys = run_partition_keys(context.instance, context.run.tags)
     if keys is None:
-        return [persona.id for persona in persona_store.get_store().with_agents()]
+        keys = context.instance.get_dynamic_partitions(personas_partitions.name)
     return [int(key) for key in keys if key.isdigit()]
 
 
@@ -71,7 +75,10 @@ def per_partition(
     ]
 
 
-def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str | None = None) -> dg.AssetCheckResult:
+def summary(name: str, checked: int, failures: list[tuple[int, str]], hint: str | None = None) -> Iterator[Any]:
+    """The step's result for one check: the output Dagster requires of a selected check, and an evaluation
+    recorded without a partition. Built by hand: Dagster's AssetCheckResult looks up the asset's partitions
+    of the run, which a run naming none (the Checks tab's "Execute all") does not have."""
     listed = failures[:MAX_LISTED]
     text = "\n".join(f"persona {pid}: {reason}" for pid, reason in listed)
     if len(failures) > MAX_LISTED:
@@ -85,7 +92,10 @@ def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str 
     }
     if hint:
         metadata["next_step"] = dg.MetadataValue.md(hint)
-    return dg.AssetCheckResult(
+    check_key = dg.AssetCheckKey(persona_agent.key, name)
+    yield dg.Output(None, output_name=persona_agent_checks.get_output_name_for_asset_check_key(check_key))
+    yield dg.AssetCheckEvaluation(
+        asset_key=persona_agent.key,
         check_name=name,
         # Nothing checked is no evidence: it does not pass.
         passed=checked > 0 and not failures,
@@ -93,6 +103,32 @@ def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str 
                      else f"all {checked} persona(s) pass" if checked else "no persona to check"),
         metadata=metadata,
     )
+
+
+def check_batch(service: ProvisioningService, ids: list[int], concurrency: int) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(gone, drifted) among `ids`, each with its reason: one GET per agent, concurrent like the provisioning
+    itself; the shared budget keeps within the API's limits."""
+    missing: list[tuple[int, str]] = []
+    drifted: list[tuple[int, str]] = []
+    for check in service.check_many(ids, concurrency=concurrency):
+        if not check.exists:
+            missing.append((check.persona_id, "; ".join(check.problems)))
+        elif not check.passed:
+            drifted.append((check.persona_id, "; ".join(check.problems)))
+    return missing, drifted
+
+
+def invalid_agent_evaluations(instance: dg.DagsterInstance, personas: list[Persona]) -> list[dg.AssetCheckEvaluation]:
+    """A failed agent_matches_traits on the partition of each persona that has an agent but whose traits are
+    now invalid, reported by the sensor that sees the edit (no API call): its agent, built from earlier traits,
+    is not shown green and fresh."""
+    invalid = [(p.id, reason) for p in personas if p.elevenlabs_agent_id and (reason := p.invalid_reason())]
+    if not invalid:
+        return []
+    failures = [(pid, f"persona is invalid: {reason}; its agent was built from earlier, valid traits") for pid, reason in invalid]
+    hint = "Fix the persona's traits: the next checks, or a Materialize of this partition, turn it green."
+    ids = [pid for pid, _ in invalid]
+    return per_partition(MATCHES, ids, failures, check_targets(instance, ids), hint=hint)
 
 
 @dg.multi_asset_check(
@@ -115,26 +151,30 @@ def _result(name: str, checked: int, failures: list[tuple[int, str]], hint: str 
 def persona_agent_checks(
     context: dg.AssetCheckExecutionContext, persona_store: PersonaStoreResource, elevenlabs: ElevenLabsResource
 ):
-    ids = persona_ids_for_run(context, persona_store)
+    ids = persona_ids_for_run(context)
+    # Each check can be executed on its own from the UI (can_subset); one GET serves both.
+    selected = {key.name for key in context.selected_asset_check_keys}
     service = provisioning_service(persona_store, elevenlabs)
     missing: list[tuple[int, str]] = []
     drifted: list[tuple[int, str]] = []
     try:
-        # Concurrent like the provisioning itself; the client's limiter keeps within the API's limits.
-        for check in service.check_many(ids, concurrency=elevenlabs.concurrency()):
-            if not check.exists:
-                missing.append((check.persona_id, "; ".join(check.problems)))
-            elif not check.passed:
-                drifted.append((check.persona_id, "; ".join(check.problems)))
+        # In batches, each recorded before the next is checked: a check of every persona shows its progress.
+        for batch in key_chunks(ids):
+            batch_missing, batch_drifted = check_batch(service, batch, elevenlabs.concurrency())
+            missing += batch_missing
+            drifted += batch_drifted
+            gone = {persona_id for persona_id, _ in batch_missing}
+            targets = check_targets(context.instance, batch)
+            if EXISTS in selected:
+                yield from per_partition(EXISTS, batch, batch_missing, targets)
+            if MATCHES in selected:
+                yield from per_partition(MATCHES, [pid for pid in batch if pid not in gone], batch_drifted, targets, hint=PLAN_HINT)
     finally:
         service.client.close()
-    gone = {persona_id for persona_id, _ in missing}
-    targets = check_targets(context.instance, ids)
-    # Each check can be executed on its own from the UI (can_subset); one GET serves both.
-    selected = {key.name for key in context.selected_asset_check_keys}
     if EXISTS in selected:
-        yield from per_partition(EXISTS, ids, missing, targets)
-        yield _result(EXISTS, len(ids), missing)
+        yield from summary(EXISTS, len(ids), missing)
     if MATCHES in selected:
-        yield from per_partition(MATCHES, [pid for pid in ids if pid not in gone], drifted, targets, hint=PLAN_HINT)
-        yield _result(MATCHES, len(ids) - len(missing), drifted, hint=PLAN_HINT)
+        yield from summary(MATCHES, len(ids) - len(missing), drifted, hint=PLAN_HINT)
+    # The report counts gone agents from these results: refreshed here, it needs no run of its own.
+    _, report = status_report(context.instance, persona_store)
+    yield dg.AssetMaterialization(asset_key=agent_status_report.key, metadata=report)

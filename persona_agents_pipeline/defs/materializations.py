@@ -12,17 +12,17 @@ and for each upstream asset the newest event the run started from (its storage i
 partition is then stale exactly when its `personas` partition is observed with a new data version
 after that event, as for materializations Dagster records itself.
 
-A verification that changed nothing (a no-op) is recorded as an observation of the partition, so a
-"Backfill all" does not bury each partition's history under identical materializations. It is
-materialized only when that is what makes the partition true: never materialized, failed since its
-last materialization, or its persona observed since (stale).
+A verification that changed nothing (a no-op) is a materialization too: Dagster 1.13 counts a partition
+of a backfill (and of a run) as done only by a materialization from that run, so a "Backfill all" over
+healthy personas recorded as observations ended as a failed backfill. A no-op on the agent the partition's
+last materialization recorded keeps that one's data version, so the partition shows no new version; its
+provenance is the run's, so a stale partition turns fresh; its outcome `verified` says nothing changed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from typing import Mapping, Sequence
 
 import dagster as dg
 
@@ -50,20 +50,25 @@ def newest_event(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dg.Eve
     return max(candidates, key=lambda record: record.storage_id, default=None)
 
 
+def provenance(instance: dg.DagsterInstance, dep_keys: Sequence[dg.AssetKey], code_version: str) -> dict[str, str]:
+    """Provenance tags of a materialization made now from `dep_keys`' newest events, under `code_version`."""
+    tags = {CODE_VERSION_TAG: code_version}
+    input_versions: dict[dg.AssetKey, dg.DataVersion] = {}
+    for dep_key in dep_keys:
+        record = newest_event(instance, dep_key)
+        version = (record.event_log_entry.tags or {}).get(DATA_VERSION_TAG) if record else None
+        input_versions[dep_key] = dg.DataVersion(version) if version else INITIAL_DATA_VERSION
+        tags[input_data_version_tag(dep_key)] = input_versions[dep_key].value
+        tags[input_event_pointer_tag(dep_key)] = str(record.storage_id) if record else NO_INPUT_EVENT
+    tags[DATA_VERSION_TAG] = logical_data_version(code_version, input_versions).value
+    return tags
+
+
 def provenance_tags(context: dg.AssetExecutionContext) -> dict[str, str]:
     """The provenance of the current step's asset, read now (call it when the step starts)."""
     asset_key = context.asset_key
     code_version = context.assets_def.code_versions_by_key.get(asset_key) or context.run.run_id
-    tags = {CODE_VERSION_TAG: code_version}
-    input_versions: dict[dg.AssetKey, dg.DataVersion] = {}
-    for dep in context.assets_def.specs_by_key[asset_key].deps:
-        record = newest_event(context.instance, dep.asset_key)
-        version = (record.event_log_entry.tags or {}).get(DATA_VERSION_TAG) if record else None
-        input_versions[dep.asset_key] = dg.DataVersion(version) if version else INITIAL_DATA_VERSION
-        tags[input_data_version_tag(dep.asset_key)] = input_versions[dep.asset_key].value
-        tags[input_event_pointer_tag(dep.asset_key)] = str(record.storage_id) if record else NO_INPUT_EVENT
-    tags[DATA_VERSION_TAG] = logical_data_version(code_version, input_versions).value
-    return tags
+    return provenance(context.instance, [dep.asset_key for dep in context.assets_def.specs_by_key[asset_key].deps], code_version)
 
 
 def latest_by_partition(
@@ -98,38 +103,6 @@ def run_partition_keys(instance: dg.DagsterInstance, tags: Mapping[str, str]) ->
         return list(personas_partitions.get_partition_keys_in_range(key_range))
 
 
-def failed_since(instance: dg.DagsterInstance, asset_key: dg.AssetKey, latest: Mapping[str, dg.EventLogRecord]) -> set[str]:
-    """Partitions targeted by a failed run that began after their latest materialization and did not make
-    it: red in the UI. (Dagster 1.13 OSS stores no per-partition failure event; it derives red from runs.)"""
-    if not latest:
-        return set()
-    oldest = datetime.fromtimestamp(min(record.timestamp for record in latest.values()), timezone.utc)
-    failed: set[str] = set()
-    for run in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], created_after=oldest)):
-        selection, checks = run.dagster_run.asset_selection, run.dagster_run.asset_check_selection
-        if (asset_key not in selection) if selection else bool(checks):  # another asset's run, or checks only
-            continue
-        for key in run_partition_keys(instance, run.dagster_run.tags) or []:
-            record = latest.get(key)
-            if record and record.run_id != run.dagster_run.run_id and run.create_timestamp.timestamp() > record.timestamp:
-                failed.add(key)
-    return failed
-
-
-def settled_partitions(
-    instance: dg.DagsterInstance, asset_key: dg.AssetKey, upstream_key: dg.AssetKey, keys: Iterable[str]
-) -> set[str]:
-    """Partitions materialized, not failed since, and whose upstream partition was not observed since:
-    green and fresh in the UI, so a no-op on them needs no new materialization."""
-    keys = list(keys)
-    observed = latest_by_partition(instance, upstream_key, dg.DagsterEventType.ASSET_OBSERVATION, keys)
-    fresh = {
-        key: record for key, record in latest_materializations(instance, asset_key, keys).items()
-        if record.storage_id > observed.get(key, 0)
-    }
-    return set(fresh) - failed_since(instance, asset_key, fresh)
-
-
 @dataclass(frozen=True)
 class PartitionRecorder:
     """Builds the materialization of one partition of the step's asset, with the step's provenance."""
@@ -137,15 +110,18 @@ class PartitionRecorder:
     asset_key: dg.AssetKey
     tags: Mapping[str, str]
 
+
     @classmethod
     def at_step_start(cls, context: dg.AssetExecutionContext) -> PartitionRecorder:
         return cls(context.asset_key, provenance_tags(context))
 
-    def materialization(self, partition_key: str, metadata: Mapping[str, dg.MetadataValue]) -> dg.AssetMaterialization:
-        return dg.AssetMaterialization(
-            asset_key=self.asset_key, partition=partition_key, metadata=dict(metadata), tags=dict(self.tags)
-        )
-
-    def observation(self, partition_key: str, metadata: Mapping[str, dg.MetadataValue]) -> dg.AssetObservation:
-        """A no-op's record: shown in the partition's events, without a data version (changes nothing downstream)."""
-        return dg.AssetObservation(asset_key=self.asset_key, partition=partition_key, metadata=dict(metadata))
+    def materialization(
+        self, partition_key: str, metadata: Mapping[str, dg.MetadataValue], same_as: dg.EventLogRecord | None = None
+    ) -> dg.AssetMaterialization:
+        """The partition's materialization; `same_as`: the earlier materialization a no-op confirmed, whose
+        data version (and code version) it keeps."""
+        tags = dict(self.tags)
+        if same_as is not None:
+            earlier = same_as.event_log_entry.tags or {}
+            tags.update({tag: earlier[tag] for tag in (DATA_VERSION_TAG, CODE_VERSION_TAG) if tag in earlier})
+        return dg.AssetMaterialization(asset_key=self.asset_key, partition=partition_key, metadata=dict(metadata), tags=tags)

@@ -11,9 +11,12 @@ import dagster as dg
 
 from ..drift import drifted_hashes
 from .automation import SENSOR_INTERVAL_SECONDS, automation_status, changes_after, changes_after_cursor
+from .assets import persona_agent
+from .checks import MATCHES, invalid_agent_evaluations
 from .jobs import PROVISION_JOB
-from .partitions import add_requests, persona_key, personas_partitions, registered
+from .partitions import add_requests, key_chunks, persona_key, personas_partitions, registered
 from .personas_observations import baselines_recorded, registration, traits_observations
+from .recorded_agents import PartitionsCursor, due_registrations, held_baselines, with_recorded_agents
 from .resources import PersonaStoreResource, agent_template
 from .run_requests import ENSURE_RUN_CONFIG, UPDATE_RUN_CONFIG, span_run_requests
 
@@ -28,28 +31,44 @@ def drifted(persona_store: PersonaStoreResource, persona_ids: list[int]) -> dict
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps the partitions of persona_agent equal to the personas table, with or without "
-    "auto-creation: a persona without an agent shows as a missing partition. Adds and removes partitions and "
-    "records each new persona's traits baseline and the new traits of edited ones (a drifted agent shows "
-    "stale); requests no runs and makes no API call.",
+    "auto-creation: a persona without an agent shows as a missing partition, one whose agent is recorded in "
+    "the database as materialized (a tick after its baseline). Adds and removes partitions and records each "
+    "new persona's traits baseline and the new traits of edited ones (a drifted agent shows stale); requests "
+    "no runs and makes no API call.",
 )
 def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
-    changes = changes_after_cursor(context, persona_store)
+    cursor = PartitionsCursor.parse(context.cursor)
+    # Personas with a recorded agent whose baselines the last tick stored: registered now, materialized.
+    due_keys, recorded = due_registrations(context.instance, persona_store, cursor)
+    changes = changes_after(persona_store, cursor.seq)
     if isinstance(changes, dg.SkipReason):
-        return changes
+        if cursor.held_after is None:
+            return changes
+        context.log.info("%d partition(s) of recorded agents added", len(due_keys))
+        return dg.SensorResult(dynamic_partitions_requests=add_requests(due_keys), asset_events=recorded,
+                               cursor=str(PartitionsCursor(cursor.seq)))
     inserted, deleted = changes.net_keys()
     new_keys, baseline = registration(context.instance, persona_store, inserted)
-    # Trait edits that change an agent's config show it stale at once, with or without auto-update.
-    edited = drifted(persona_store, changes.edited())
+    held = with_recorded_agents(persona_store.get_store().get_many([int(key) for key in new_keys]))
+    held_keys = {persona_key(p.id) for p in held}
+    new_keys = [key for key in new_keys if key not in held_keys]
+    baseline = [event for event in baseline if event.partition not in held_keys] + held_baselines(held)
+    # Trait edits that change an agent's config show it stale at once, with or without auto-update (a held
+    # persona's drift shows once its partition is materialized, in the next tick).
+    edited_ids = [pid for pid in changes.edited() if persona_key(pid) not in held_keys]
+    edited = drifted(persona_store, edited_ids)
+    invalid = invalid_agent_evaluations(context.instance, persona_store.get_store().get_many(edited_ids)) if edited_ids else []
     gone_keys = sorted(registered(context.instance, deleted), key=int)
-    partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = add_requests(new_keys)
+    partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = add_requests(due_keys + new_keys)
     if gone_keys:
         partition_requests.append(personas_partitions.build_delete_request(gone_keys))
-    context.log.info("%s: %d partition(s) added, %d removed", changes.describe(), len(new_keys), len(gone_keys))
+    context.log.info("%s: %d partition(s) added (%d with a recorded agent), %d removed, %d recorded agent(s) held to "
+                     "the next tick", changes.describe(), len(due_keys) + len(new_keys), len(due_keys), len(gone_keys), len(held))
     return dg.SensorResult(
         dynamic_partitions_requests=partition_requests,
-        asset_events=baseline + traits_observations(edited),
-        cursor=str(changes.last_seq),
-        skip_reason=None if partition_requests or baseline or edited
+        asset_events=[*recorded, *baseline, *traits_observations(edited), *invalid],
+        cursor=str(PartitionsCursor(changes.last_seq, cursor.seq if held else None)),
+        skip_reason=None if partition_requests or baseline or edited or recorded or invalid
         else f"changes up to seq {changes.last_seq} need no partition change",
     )
 
@@ -67,6 +86,7 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
 # one tick (PERSONA_AGENTS_SENSOR_INTERVAL) before a new persona's run. Asking Dagster whether the other
 # sensor is running would need its instigator origins (private API), and would not say whether it has begun.
 TICKS_LEFT_TO_PARTITIONS_SENSOR = 2
+MATCHES_KEY = dg.AssetCheckKey(persona_agent.key, MATCHES)
 
 
 @dataclass(frozen=True)
@@ -132,13 +152,32 @@ def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: Pers
     )
 
 
+def failed_and_now_valid(instance: dg.DagsterInstance, persona_store: PersonaStoreResource, persona_ids: list[int]) -> list[str]:
+    """Of the edited personas, the valid ones whose partition failed or whose agent_matches_traits is red: the
+    edit may have fixed what failed them. One query for the personas, one for the partitions' status and one
+    for their checks."""
+    if not persona_ids:
+        return []
+    valid = [persona_key(p.id) for p in persona_store.get_store().get_many(persona_ids) if p.invalid_reason() is None]
+    known = registered(instance, valid)
+    keys = [key for key in valid if key in known]
+    if not keys:
+        return []
+    statuses = instance.get_status_by_partition(persona_agent.key, keys, personas_partitions) or {}
+    red = {info.partition_key for chunk in key_chunks(keys)
+           for info in instance.event_log_storage.get_asset_check_partition_info([MATCHES_KEY], partition_keys=chunk)
+           if info.latest_execution_status.value == "FAILED" and info.is_current}
+    return [key for key in keys if statuses.get(key) == dg.AssetPartitionStatus.FAILED or key in red]
+
+
 @dg.sensor(
     name="agent_drift_sensor",
     job_name=PROVISION_JOB,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=automation_status(),
     description="Reads trait edits after its cursor in the persona change log; marks the agents built from "
-    "other traits stale and requests their in-place update (mode: update) in batched runs. Unchanged "
+    "other traits stale and requests their in-place update (mode: update) in batched runs, and retries (mode "
+    "converge) edited personas whose partition failed or whose traits check is red. Unchanged "
     "personas are never touched. `persona-agents plan` shows the same drift from the command line.",
 )
 def agent_drift_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
@@ -152,7 +191,8 @@ def agent_drift_sensor(context: dg.SensorEvaluationContext, persona_store: Perso
     edited = changes.edited()
     wanted = drifted(persona_store, edited)
     keys = [persona_key(persona_id) for persona_id in wanted]
-    known = context.instance.get_dynamic_partitions(personas_partitions.name) if keys else []
+    retry = failed_and_now_valid(context.instance, persona_store, [pid for pid in edited if pid not in wanted])
+    known = context.instance.get_dynamic_partitions(personas_partitions.name) if keys or retry else []
     # Agents made outside Dagster (e.g. `persona-agents apply`) may have no partition yet: add it, at the end.
     unknown = sorted(set(keys) - set(known), key=int)
     # Only neighbouring drifted partitions share a run: a persona that did not drift gets no run and no
@@ -161,13 +201,17 @@ def agent_drift_sensor(context: dg.SensorEvaluationContext, persona_store: Perso
         [*known, *unknown], keys, reason="traits changed", run_key=f"agent-drift:{{first}}-{{last}}:{changes.last_seq}",
         contiguous=True, run_config=UPDATE_RUN_CONFIG,
     )
-    context.log.info(
-        "%s: %d edited persona(s), %d drifted, %d update run(s)", changes.describe(), len(edited), len(wanted), len(requests)
+    # Converged (the default mode: creates a missing agent, verifies a present one) in runs of their own.
+    requests += span_run_requests(
+        known, retry, reason="edited after a failure", run_key=f"agent-retry:{{first}}-{{last}}:{changes.last_seq}",
+        contiguous=True,
     )
+    context.log.info("%s: %d edited persona(s), %d drifted, %d retried after a failure, %d run(s)",
+                     changes.describe(), len(edited), len(wanted), len(retry), len(requests))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=add_requests(unknown),
         asset_events=traits_observations(wanted),
         cursor=str(changes.last_seq),
-        skip_reason=None if requests else f"changes up to seq {changes.last_seq}: no agent drifted",
+        skip_reason=None if requests else f"changes up to seq {changes.last_seq}: no agent drifted, no failed persona edited",
     )

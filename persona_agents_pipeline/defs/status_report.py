@@ -1,7 +1,11 @@
 """`status_report_sensor`: keeps agent_status_report current without a run per persona change.
 
-Per tick: one query for the newest persona change and one for runs finished since the last tick. When
-either moved, one report run is requested (its run key makes a repeated request a no-op).
+Per tick: one query for the newest persona change, one for runs finished since the last tick and one for the
+report's latest materializations. When
+either moved, one report run is requested (its run key makes a repeated request a no-op). Runs that refresh
+the report themselves are passed over: every check run records it (checks.py), and a Materialize or backfill
+launched with its checks is followed by one (checks_after_materialize.py). So a Materialize click makes two
+runs, its own and its checks', and a backfill none beyond its checks.
 """
 
 
@@ -10,8 +14,19 @@ import json
 import dagster as dg
 
 from .automation import SENSOR_INTERVAL_SECONDS, runs_finished_after
+from .checks_after_materialize import skipped_its_checks
+from .assets import agent_status_report
 from .jobs import REPORT_JOB, refresh_agent_status_report
 from .resources import PersonaStoreResource
+
+
+RUNS_PER_TICK = 50
+
+
+def needs_report_run(run: dg.DagsterRun, reported_by: set[str]) -> bool:
+    """Whether a finished run leaves the report behind: not the report's own, not one that recorded it (a
+    check run), not one whose checks follow it."""
+    return run.job_name != REPORT_JOB and run.run_id not in reported_by and not skipped_its_checks(run)
 
 
 @dg.sensor(
@@ -19,18 +34,17 @@ from .resources import PersonaStoreResource
     job=refresh_agent_status_report,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Refreshes agent_status_report after persona changes and after provisioning or verification "
-    "runs finish. No API call; at most one report run per tick.",
+    description="Refreshes agent_status_report after persona changes and after automated provisioning runs "
+    "finish (check runs record the report themselves, and a Materialize launched with its checks is followed by "
+    "a check run). No API call; at most one report run per tick.",
 )
 def status_report_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
     cursor = json.loads(context.cursor) if context.cursor else {"seq": -1, "finished_after": 0.0}
     seq = persona_store.get_store().latest_change_seq()
-    finished = [
-        record
-        for record in runs_finished_after(context.instance, cursor["finished_after"], limit=50)
-        if record.dagster_run.job_name != REPORT_JOB
-    ]
-    finished_after = max([cursor["finished_after"], *(record.update_timestamp.timestamp() for record in finished)])
+    ended = runs_finished_after(context.instance, cursor["finished_after"], limit=RUNS_PER_TICK)
+    reports = context.instance.fetch_materializations(agent_status_report.key, limit=RUNS_PER_TICK).records if ended else []
+    finished = [record for record in ended if needs_report_run(record.dagster_run, {report.run_id for report in reports})]
+    finished_after = max([cursor["finished_after"], *(record.update_timestamp.timestamp() for record in ended)])
     if seq == cursor["seq"] and not finished:
         return dg.SkipReason("no persona change and no finished run since the last report")
     return dg.SensorResult(
