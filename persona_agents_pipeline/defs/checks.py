@@ -9,12 +9,12 @@ for the step (the output Dagster requires; recorded without a partition).
 """
 
 
-import json
 from typing import Any
 
 import dagster as dg
 
 from .assets import ELEVENLABS_POOL, persona_agent
+from .dagster_internals import check_target
 from .materializations import latest_materializations, run_partition_keys
 from .partitions import personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
@@ -34,16 +34,6 @@ def persona_ids_for_run(context: dg.AssetCheckExecutionContext, persona_store: P
     if keys is None:
         return [persona.id for persona in persona_store.get_store().with_agents()]
     return [int(key) for key in keys if key.isdigit()]
-
-
-def check_target(record: dg.EventLogRecord) -> Any:
-    """The materialization a check result is about, as AssetCheckEvaluation's target_materialization_data.
-
-    Its class (AssetCheckEvaluationTargetMaterializationData) has no public name in Dagster 1.13, so it is
-    built from its serialized form: the event log's storage format, which Dagster keeps readable across
-    versions (pinned in tests/test_dagster_tags.py)."""
-    fields = {"storage_id": record.storage_id, "run_id": record.run_id, "timestamp": record.timestamp}
-    return dg.deserialize_value(json.dumps({"__class__": "AssetCheckEvaluationTargetMaterializationData", **fields}))
 
 
 def check_targets(instance: dg.DagsterInstance, ids: list[int]) -> dict[str, Any]:
