@@ -1,5 +1,5 @@
 # The README commands: `make demo` (main job on the embedded default), `make test` (whole suite, what CI runs)
-# and `make test-fast` (the unit tier: tests marked slow left out, see tests/conftest.py).
+# and `make test-fast` (the unit tier on SQLite: tests marked slow or postgres left out, see tests/conftest.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow" --durations=5
+	$(BIN)/pytest -q -m "not slow and not postgres" --durations=5
 
 # Loads the code location as the webserver does and fails on any definition error.
 validate: $(STAMP)
