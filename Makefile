@@ -1,10 +1,11 @@
-# The two README commands: `make demo` (main job on the embedded default) and `make test` (whole suite).
+# The README commands: `make demo` (main job on the embedded default), `make test` (whole suite, what CI runs)
+# and `make test-fast` (the unit tier on SQLite: tests marked slow or postgres left out, see tests/conftest.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-fast validate bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q --durations=15
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not postgres" --durations=5
+
+# Loads the code location as the webserver does and fails on any definition error.
+validate: $(STAMP)
+	$(BIN)/dagster definitions validate -w workspace.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -34,6 +34,8 @@ def three_parallel_calls() -> None:
 celery = celery_executor.configured({
     "broker": {"env": "DAGSTER_CELERY_BROKER_URL"},
     "backend": {"env": "DAGSTER_CELERY_BACKEND_URL"},
+    # The steps go to the queue this deployment's workers take (deploy/local-cluster), not to Celery's default.
+    "config_source": {"task_default_queue": os.environ.get("DAGSTER_CELERY_QUEUE", "dagster")},
 })
 
 defs = dg.Definitions(jobs=[

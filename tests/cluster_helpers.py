@@ -1,5 +1,7 @@
-"""Drives `deploy/local-cluster` for the tests: a fresh Dagster database, state directory and port each time,
-against this machine's PostgreSQL, RabbitMQ and Redis (the caller skips where one does not answer)."""
+"""Drives `deploy/local-cluster` for the tests: a fresh Dagster database, state directory, port and broker queue
+each time, against this machine's PostgreSQL, RabbitMQ and Redis (the caller skips where one does not answer),
+so test runs and a user's cluster share the machine without taking each other's runs. Celery keeps each
+task's result in Redis under the task's own id, so clusters may share the Redis database."""
 
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import kombu
 import requests
 import yaml
+from budget_helpers import REDIS_URL
 from sqlalchemy import create_engine, make_url, text
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "local-cluster"
-RABBITMQ = ("127.0.0.1", 5672)
+BROKER_URL = os.environ.get("PERSONA_AGENTS_TEST_BROKER_URL", "pyamqp://guest:guest@127.0.0.1:5672//")
 
 RUNS_QUERY = ("query { runsOrError(limit: 500) { ... on Runs { results { runId jobName status startTime endTime "
               "tags { key value } } } } }")
@@ -27,11 +32,13 @@ query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) { .
 
 
 def rabbitmq_unavailable_reason() -> str | None:
+    broker = urlsplit(BROKER_URL)
     try:
-        socket.create_connection(RABBITMQ, timeout=2).close()
+        socket.create_connection((broker.hostname, broker.port or 5672), timeout=2).close()
         return None
     except OSError as exc:
-        return f"no RabbitMQ broker answers at {RABBITMQ[0]}:{RABBITMQ[1]} ({exc})"
+        return (f"no RabbitMQ broker answers at {broker.hostname}:{broker.port or 5672} ({exc}); "
+                "set PERSONA_AGENTS_TEST_BROKER_URL")
 
 
 def free_port() -> int:
@@ -56,6 +63,7 @@ class LocalCluster:
         home.mkdir(parents=True)
         (home / "dagster.yaml").write_text(instance)
         self.database = f"dagster_{uuid.uuid4().hex[:10]}"
+        self.queue = f"dagster_test_{uuid.uuid4().hex[:10]}"
         self._admin_url = postgres_server
         self.port = free_port()
         self.env = {
@@ -63,7 +71,9 @@ class LocalCluster:
             "DAGSTER_HOME": str(home),
             "DAGSTER_PG_URL": make_url(postgres_server).set(drivername="postgresql+psycopg2", database=self.database)
             .render_as_string(hide_password=False),
-            "DAGSTER_CELERY_BACKEND_URL": "redis://127.0.0.1:6379/12",
+            "DAGSTER_CELERY_BROKER_URL": BROKER_URL,
+            "DAGSTER_CELERY_QUEUE": self.queue,
+            "DAGSTER_CELERY_BACKEND_URL": REDIS_URL,
             "LOCAL_CLUSTER_STATE": str(self.state),
             "LOCAL_CLUSTER_WORKSPACE": str(workspace),
             "LOCAL_CLUSTER_PORT": str(self.port),
@@ -128,6 +138,8 @@ class LocalCluster:
 
     def __exit__(self, *exc_info) -> None:
         self.command("stop")
+        with kombu.Connection(BROKER_URL) as broker:
+            broker.default_channel.queue_delete(self.queue)
         admin = create_engine(self._admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))

@@ -12,6 +12,50 @@ from sqlalchemy import create_engine, text
 
 from persona_agents_pipeline.store import PersonaStore
 
+# ---- tiers -------------------------------------------------------------------------------------
+# `make test-fast` is the unit tier: domain, store and client against the sandbox, and Dagster definitions run in
+# this process, on SQLite (`-m "not slow and not postgres"`). Marked slow here, and run by `make test` with the
+# rest: tests that start other processes (Dagster's or the CLI's, races and load between processes), work at
+# scale, or wait out real retries. Files that start Dagster's webserver, a browser or a cluster mark themselves.
+SLOW_MODULES = {
+    "test_budget_under_load",  # three processes against a strict sandbox, with and without the budget
+    "test_dagster_scale",  # thousands of partitions
+    "test_dagster_deploy",  # `dagster asset materialize` as a process
+    "test_demo",  # the whole demo, twice
+    "test_local_cluster_config",  # deploy/local-cluster as a process
+}
+SLOW_TESTS = {
+    # several processes at once: races, kills, shared limits
+    "test_eight_processes_ensuring_the_same_personas_create_one_agent_each",
+    "test_killed_processes_amid_lost_answers_and_failing_searches_end_with_one_agent_each",
+    "test_dropped_responses_5xx_and_429s_end_with_exactly_one_agent_each",
+    "test_a_run_killed_mid_way_and_run_again_ends_with_exactly_one_agent_each",
+    "test_a_rate_above_the_ring_size_still_holds_in_every_second",
+    "test_a_cut_rate_above_the_ring_size_holds_in_every_second",
+    "test_a_configured_rate_above_the_servers_is_cut_for_every_process_until_its_429s_stop",
+    "test_two_processes_never_exceed_the_shared_concurrency",
+    "test_a_killed_holder_gives_its_slots_back_within_one_lease",
+    # hundreds of partitions, or retries through injected faults
+    "test_scattered_backfill_of_200_partitions_runs_as_a_handful_of_runs",
+    "test_a_batched_run_rides_out_429s_5xx_and_dropped_responses",
+    "test_edited_personas_become_stale_and_only_they_are_updated_in_place",
+    # the definitions loaded, or the CLI run, in a process of their own
+    "test_the_definitions_use_the_settings",
+    "test_a_misconfigured_environment_still_loads_the_code_location_with_automation_off",
+    "test_recreate_agent_confirms_and_refuses_without_a_terminal",
+    "test_delete_says_what_happens_to_the_agent_and_deletes_it_first",
+    "test_delete_without_a_terminal_refuses_and_keeps_everything",
+    "test_without_a_terminal_and_without_yes_it_refuses",
+    "test_a_damaged_key_never_reaches_dagster_storage_or_compute_logs",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 # ---- databases ---------------------------------------------------------------------------------
 
 POSTGRES_URL = os.environ.get("PERSONAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

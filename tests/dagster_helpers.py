@@ -14,7 +14,7 @@ from dagster._core.loader import LoadingContextForTest
 from sqlalchemy import text
 
 from persona_agents_pipeline.defs.assets import persona_agent
-from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
+from persona_agents_pipeline.defs.dagster_internals import RANGE_END_TAG, RANGE_START_TAG
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.personas_observations import PERSONAS_KEY
 from persona_agents_pipeline.definitions import defs

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from persona_agents_pipeline.defs.assets import persona_agent
-from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG, range_tags
+from persona_agents_pipeline.defs.dagster_internals import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.personas_observations import PERSONAS_KEY, traits_observations
 from persona_agents_pipeline.defs.resources import PersonaStoreResource

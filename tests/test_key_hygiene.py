@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from persona_agents_pipeline.cli import main
 from persona_agents_pipeline.config import ConfigurationError, load_api_key
 from persona_agents_pipeline.defs.assets import persona_agent
-from persona_agents_pipeline.defs.dagster_tags import range_tags
+from persona_agents_pipeline.defs.dagster_internals import range_tags
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.in_process_runs import execute_run_request
 from persona_agents_pipeline.sandbox import SandboxServer

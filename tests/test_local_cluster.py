@@ -19,7 +19,7 @@ import pytest
 from cluster_helpers import REPO, LocalCluster, instance_yaml, max_overlap, rabbitmq_unavailable_reason
 from waiting import wait_until
 
-from persona_agents_pipeline.defs.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
+from persona_agents_pipeline.defs.dagster_internals import RANGE_END_TAG, RANGE_START_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -49,8 +49,7 @@ def services(postgres_server):
 @pytest.fixture(scope="class")
 def probe_cluster(services, tmp_path_factory):
     """One cluster on the probe code location for every arrangement (each test restarts only the daemon with
-    its settings), stopped before any other cluster starts (they would share the Celery queue and worker
-    names). Every hold of the pool is appended to one log, the tests' own holds are the lines added while
+    its settings). Every hold of the pool is appended to one log, the tests' own holds are the lines added while
     they ran."""
     tmp_path = tmp_path_factory.mktemp("pool-probe")
     log = tmp_path / "holds.log"

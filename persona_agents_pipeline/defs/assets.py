@@ -13,6 +13,7 @@ from ..agent_status import AgentStatus, PersonaStatus, persona_statuses
 from ..models import AgentEvent, Persona
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
 from ..drift import drifted_hashes
+from .dagster_internals import current_failed_check_partitions
 from .materializations import PartitionRecorder, latest_materializations
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
@@ -243,11 +244,7 @@ GONE_CHECK = dg.AssetCheckKey(dg.AssetKey("persona_agent"), "remote_agent_exists
 def gone_agent_keys(instance: dg.DagsterInstance) -> set[str]:
     """Partitions whose latest `remote_agent_exists` evaluation failed and still concerns their current agent
     (no materialization since): one query, as the checks recorded them."""
-    return {
-        info.partition_key
-        for info in instance.event_log_storage.get_asset_check_partition_info([GONE_CHECK])
-        if info.partition_key and info.latest_execution_status.value == "FAILED" and info.is_current
-    }
+    return current_failed_check_partitions(instance, GONE_CHECK)
 
 
 def persona_states(persona_store: PersonaStoreResource, gone: set[str]) -> Iterator[PersonaStatus]:

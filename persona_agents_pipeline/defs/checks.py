@@ -10,12 +10,12 @@ Checks tab's "Execute all") checks every registered persona, in batches.
 """
 
 
-import json
 from typing import Any, Iterator
 
 import dagster as dg
 
 from .assets import ELEVENLABS_POOL, agent_status_report, persona_agent, status_report
+from .dagster_internals import check_target
 from .materializations import latest_materializations, run_partition_keys
 from ..models import Persona
 from ..provisioning import ProvisioningService
@@ -38,16 +38,6 @@ def persona_ids_for_run(context: dg.AssetCheckExecutionContext) -> list[int]:
     if keys is None:
         keys = context.instance.get_dynamic_partitions(personas_partitions.name)
     return [int(key) for key in keys if key.isdigit()]
-
-
-def check_target(record: dg.EventLogRecord) -> Any:
-    """The materialization a check result is about, as AssetCheckEvaluation's target_materialization_data.
-
-    Its class (AssetCheckEvaluationTargetMaterializationData) has no public name in Dagster 1.13, so it is
-    built from its serialized form: the event log's storage format, which Dagster keeps readable across
-    versions (pinned in tests/test_dagster_tags.py)."""
-    fields = {"storage_id": record.storage_id, "run_id": record.run_id, "timestamp": record.timestamp}
-    return dg.deserialize_value(json.dumps({"__class__": "AssetCheckEvaluationTargetMaterializationData", **fields}))
 
 
 def check_targets(instance: dg.DagsterInstance, ids: list[int]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import dagster as dg
 from .assets import persona_agent
 from .automation import FINISHED, SENSOR_INTERVAL_SECONDS, runs_finished_after
 from .checks import persona_agent_checks
-from .dagster_tags import BACKFILL_TAG, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
+from .dagster_internals import BACKFILL_TAG, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from .jobs import PROVISION_JOB
 
 PARTITION_TAGS = (PARTITION_TAG, RANGE_START_TAG, RANGE_END_TAG)

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 import dagster as dg
 
-from .dagster_tags import (
+from .dagster_internals import (
     CODE_VERSION_TAG,
     DATA_VERSION_TAG,
     INITIAL_DATA_VERSION,
@@ -36,6 +36,7 @@ from .dagster_tags import (
     RANGE_START_TAG,
     input_data_version_tag,
     input_event_pointer_tag,
+    latest_storage_id_by_partition,
     logical_data_version,
 )
 from .partitions import key_chunks, personas_partitions
@@ -77,7 +78,7 @@ def latest_by_partition(
     """Storage id of each partition's newest event of one type: one indexed query per chunk of keys."""
     latest: dict[str, int] = {}
     for chunk in key_chunks(keys):
-        latest.update(instance.event_log_storage.get_latest_storage_id_by_partition(asset_key, event_type, partitions=set(chunk)))
+        latest.update(latest_storage_id_by_partition(instance, asset_key, event_type, chunk))
     return latest
 
 

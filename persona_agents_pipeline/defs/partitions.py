@@ -5,6 +5,7 @@ from typing import Sequence, TypeVar
 
 import dagster as dg
 
+from .dagster_internals import existing_dynamic_partitions
 from .resources import definition_settings
 
 # One partition per persona; the key is the persona id as text.
@@ -47,4 +48,4 @@ def register(instance: dg.DagsterInstance, keys: Sequence[str]) -> None:
 
 def registered(instance: dg.DagsterInstance, keys: Sequence[str]) -> set[str]:
     """Which of `keys` are registered: one small query per chunk, never a read of every partition."""
-    return {key for chunk in key_chunks(keys) for key in instance.get_existing_dynamic_partitions(personas_partitions.name, chunk)}
+    return {key for chunk in key_chunks(keys) for key in existing_dynamic_partitions(instance, personas_partitions.name, chunk)}

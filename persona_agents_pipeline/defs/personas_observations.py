@@ -15,7 +15,7 @@ from typing import Sequence
 import dagster as dg
 
 from ..drift import desired_hashes
-from .dagster_tags import DATA_VERSION_TAG
+from .dagster_internals import DATA_VERSION_TAG
 from .partitions import KEYS_PER_STATEMENT, persona_key, registered
 from .resources import PersonaStoreResource, agent_template
 

@@ -12,7 +12,7 @@ import dagster as dg
 
 from .assets import persona_agent
 from .checks import persona_agent_checks
-from .dagster_tags import range_tags
+from .dagster_internals import range_tags
 from .jobs import PROVISION_JOB
 from .partitions import RUN_BATCH_SIZE
 

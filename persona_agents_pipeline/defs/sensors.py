@@ -13,6 +13,7 @@ from ..drift import drifted_hashes
 from .automation import SENSOR_INTERVAL_SECONDS, automation_status, changes_after, changes_after_cursor
 from .assets import persona_agent
 from .checks import MATCHES, invalid_agent_evaluations
+from .dagster_internals import current_failed_check_partitions
 from .jobs import PROVISION_JOB
 from .partitions import add_requests, key_chunks, persona_key, personas_partitions, registered
 from .personas_observations import baselines_recorded, registration, traits_observations
@@ -164,9 +165,7 @@ def failed_and_now_valid(instance: dg.DagsterInstance, persona_store: PersonaSto
     if not keys:
         return []
     statuses = instance.get_status_by_partition(persona_agent.key, keys, personas_partitions) or {}
-    red = {info.partition_key for chunk in key_chunks(keys)
-           for info in instance.event_log_storage.get_asset_check_partition_info([MATCHES_KEY], partition_keys=chunk)
-           if info.latest_execution_status.value == "FAILED" and info.is_current}
+    red = {key for chunk in key_chunks(keys) for key in current_failed_check_partitions(instance, MATCHES_KEY, chunk)}
     return [key for key in keys if statuses.get(key) == dg.AssetPartitionStatus.FAILED or key in red]
 
 
