@@ -240,6 +240,7 @@ class Settings:
     sensor_interval_seconds: int = 30
     backfill_cron: str = "0 3 * * *"  # backfill_missing_agents: daily
     verify_cron: str = "0 4 * * 0"  # verify_agents: weekly (off until turned on)
+    detect_cron: str = "30 * * * *"  # detect_gone_agents: hourly, in every environment
 
     @property
     def worker_threads(self) -> int:
@@ -274,4 +275,5 @@ class Settings:
             sensor_interval_seconds=_positive_int(env, "PERSONA_AGENTS_SENSOR_INTERVAL", 30),
             backfill_cron=env.get("PERSONA_AGENTS_BACKFILL_CRON") or "0 3 * * *",
             verify_cron=env.get("PERSONA_AGENTS_VERIFY_CRON") or "0 4 * * 0",
+            detect_cron=env.get("PERSONA_AGENTS_DETECT_CRON") or "30 * * * *",
         )

@@ -12,6 +12,7 @@ from pydantic import Field
 from ..models import AGENT_STATUSES, AgentEvent, Persona, utcnow
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
 from ..drift import desired_config_hash, drifted_hashes
+from .agent_listing import LISTING_KEY, orphans_metadata
 from .materializations import PartitionRecorder, settled_partitions
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
 from .resources import ElevenLabsResource, PersonaStoreResource, agent_template, dashboard_url, provisioning_service
@@ -229,7 +230,7 @@ def persona_states(persona_store: PersonaStoreResource, gone: set[str]) -> Itera
 
 
 @dg.asset(
-    deps=[persona_agent],
+    deps=[persona_agent, LISTING_KEY],
     group_name=GROUP,
     kinds={"pandas"},
     description="Counts of personas by agent status (active, missing, in_progress, interrupted, invalid, drifted, "
@@ -257,6 +258,7 @@ def agent_status_report(context: dg.AssetExecutionContext, persona_store: Person
     metadata["total"] = dg.MetadataValue.int(total)
     metadata["status_table"] = dg.MetadataValue.md(table)
     metadata["needs_attention"] = dg.MetadataValue.md(attention if rows else "every persona has a current agent")
+    metadata |= orphans_metadata(context.instance)
     return dg.Output(frame, metadata=metadata)
 
 

@@ -10,7 +10,7 @@ import json
 import dagster as dg
 
 from .automation import SENSOR_INTERVAL_SECONDS, runs_finished_after
-from .jobs import REPORT_JOB, refresh_agent_status_report
+from .jobs import DETECT_JOB, REPORT_JOB, refresh_agent_status_report
 from .resources import PersonaStoreResource
 
 
@@ -28,7 +28,7 @@ def status_report_sensor(context: dg.SensorEvaluationContext, persona_store: Per
     finished = [
         record
         for record in runs_finished_after(context.instance, cursor["finished_after"], limit=50)
-        if record.dagster_run.job_name != REPORT_JOB
+        if record.dagster_run.job_name not in (REPORT_JOB, DETECT_JOB)  # both leave the report current
     ]
     finished_after = max([cursor["finished_after"], *(record.update_timestamp.timestamp() for record in finished)])
     if seq == cursor["seq"] and not finished:
