@@ -4,6 +4,11 @@ fails or is incomplete marks nothing gone. Real DagsterInstance, SQLite store an
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import dagster as dg
 import pytest
 
@@ -156,3 +161,21 @@ def test_an_agent_recorded_within_the_listing_lag_is_not_judged(store, instance,
         judged = detect_gone_agents(service, listing_lag_seconds=0)
     assert recent.gone == [] and recent.too_recent == 1
     assert [gone.persona_id for gone in judged.gone] == ids
+
+
+LOAD_SCHEDULE = """
+import json
+from persona_agents_pipeline.definitions import defs
+schedule = defs.get_schedule_def("detect_gone_agents_schedule")
+print(json.dumps([schedule.cron_schedule, schedule.default_status.value]))
+"""
+
+
+@pytest.mark.parametrize("env, cron", [({}, "30 * * * *"), ({"PERSONA_AGENTS_DETECT_CRON": "*/2 * * * *"}, "*/2 * * * *")])
+def test_the_detection_schedule_runs_by_default_without_auto_creation_at_the_configured_interval(tmp_path, env, cron):
+    clean = {name: value for name, value in os.environ.items()
+             if name not in ("PERSONA_AGENTS_DETECT_CRON", "PERSONA_AGENTS_ENV", "AUTO_CREATE_ELEVENLABS_AGENTS")}
+    loaded = subprocess.run([sys.executable, "-c", LOAD_SCHEDULE], capture_output=True, text=True, timeout=300,
+                            env={**clean, **env, "PERSONA_AGENTS_DATA_DIR": str(tmp_path)})
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert json.loads(loaded.stdout.strip().splitlines()[-1]) == [cron, "RUNNING"]
