@@ -28,11 +28,12 @@ API_KEY = "sandbox-test-key"
 
 
 @pytest.fixture
-def store(sqlite_store, monkeypatch, sandbox):
-    point_env_at(monkeypatch, sqlite_store.database_url, sandbox.url, API_KEY)
+def store(store, monkeypatch, sandbox):
+    """The shared store fixture (SQLite and PostgreSQL), with the environment pointing at it and the sandbox."""
+    point_env_at(monkeypatch, store.database_url, sandbox.url, API_KEY)
     # The lag is the service's concern (tested below); here every agent is old enough to judge.
     monkeypatch.setattr(detection_defs, "LISTING_LAG_SECONDS", 0.0)
-    return sqlite_store
+    return store
 
 
 def provisioned(store, instance, count: int) -> list[int]:
@@ -56,14 +57,17 @@ def exists_status(instance) -> dict[str, str]:
     return {info.partition_key: info.latest_execution_status.value for info in infos if info.is_current}
 
 
-def report_metadata(result: dg.ExecuteInProcessResult) -> dict:
-    [materialization] = result.asset_materializations_for_node("agent_status_report")
+def metadata_of(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    [materialization] = result.asset_materializations_for_node(node)
     return {name: value.value for name, value in materialization.metadata.items()}
+
+
+def report_metadata(result: dg.ExecuteInProcessResult) -> dict:
+    return metadata_of(result, "agent_status_report")
 
 
 def listing_metadata(result: dg.ExecuteInProcessResult) -> dict:
-    [materialization] = result.asset_materializations_for_node("elevenlabs_agent_listing")
-    return {name: value.value for name, value in materialization.metadata.items()}
+    return metadata_of(result, "elevenlabs_agent_listing")
 
 
 def test_an_agent_deleted_upstream_turns_red_and_gone_after_the_scheduled_listing(store, instance, sandbox, monkeypatch):
