@@ -115,5 +115,7 @@ def replace_gone_agents_sensor(context: dg.RunStatusSensorContext):
         return dg.SkipReason("auto-creation is off (AUTO_CREATE_ELEVENLABS_AGENTS): gone agents stay red until repaired")
     gone = gone_agent_keys(context.instance)
     known = context.instance.get_dynamic_partitions(personas_partitions.name)
-    requests = span_run_requests(known, gone, reason="replace gone agents", contiguous=True)
+    # Keyed by the listing's run, so a repeated evaluation for the same listing requests nothing new.
+    run_key = f"replace-gone:{context.dagster_run.run_id}:{{first}}-{{last}}"
+    requests = span_run_requests(known, gone, reason="replace gone agents", run_key=run_key, contiguous=True)
     return requests or dg.SkipReason("no agent is gone")
