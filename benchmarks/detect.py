@@ -105,7 +105,8 @@ def measure(n: int, rate: float, latency: float, work: Path) -> dict[str, Any]:
 
     url = fresh_store(work / "detect.db")
     seed(url, n)
-    out: dict[str, Any] = {"agents": n, "rate_limit": rate, "latency_s": latency}
+    # Other work on the machine skews timings; the load average says whether there was any.
+    out: dict[str, Any] = {"agents": n, "rate_limit": rate, "latency_s": latency, "loadavg_before": os.getloadavg()}
     with SandboxServer() as sandbox:
         started = time.monotonic()
         _agents_for(url, sandbox, n)
@@ -119,6 +120,7 @@ def measure(n: int, rate: float, latency: float, work: Path) -> dict[str, Any]:
             keys = [str(pid) for (pid,) in db.execute("SELECT id FROM personas ORDER BY id")]
         out["dagster_run"] = _scheduled_run(url, sandbox, rate, keys)
         log(f"detect: {out['dagster_run']}")
+    out["loadavg_after"] = os.getloadavg()
     return out
 
 
@@ -139,6 +141,7 @@ def markdown(out: dict[str, Any], info: dict[str, Any], when: str) -> str:
         f"| per hour at the default hourly schedule | {listing['requests']} requests = "
         f"{listing['requests'] / 3600 / out['rate_limit']:.1%} of the limit over the hour |",
         "",
+        f"Load average (1, 5, 15 min) before {out['loadavg_before']}, after {out['loadavg_after']}.", "",
         f"Machine: {info['nproc']} cores ({info['cpu_model']}), Python {info['python']}, Dagster {info['dagster']}; "
         f"commit {info['git_head']}.", "",
     ])
