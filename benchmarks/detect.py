@@ -149,6 +149,9 @@ def markdown(out: dict[str, Any], info: dict[str, Any], when: str) -> str:
         f"| per hour at the default hourly schedule | {listing['requests']} requests = "
         f"{listing['requests'] / 3600 / out['rate_limit']:.1%} of the limit over the hour |",
         "",
+        "Pages are fetched one after another (each needs the previous page's cursor), so a listing takes at least "
+        "pages x latency whatever the rate limit; the listing pass is timed with tracemalloc on, the Dagster run "
+        "without it.", "",
         f"Load average (1, 5, 15 min) before {out['loadavg_before']}, after {out['loadavg_after']}.", "",
         f"Machine: {info['nproc']} cores ({info['cpu_model']}), Python {info['python']}, Dagster {info['dagster']}; "
         f"commit {info['git_head']}.", "",
