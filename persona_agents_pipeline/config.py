@@ -234,6 +234,7 @@ class Settings:
     sensor_interval_seconds: int = 30
     backfill_cron: str = "0 3 * * *"  # backfill_missing_agents: daily
     verify_cron: str = "0 4 * * 0"  # verify_agents: weekly (off until turned on)
+    detect_cron: str = "30 * * * *"  # detect_gone_agents: hourly, in every environment
 
     @property
     def worker_threads(self) -> int:
@@ -266,6 +267,7 @@ class Settings:
             budget_account=_budget_account(env),
             backfill_cron=cron_setting(env, "PERSONA_AGENTS_BACKFILL_CRON", cls.backfill_cron),
             verify_cron=cron_setting(env, "PERSONA_AGENTS_VERIFY_CRON", cls.verify_cron),
+            detect_cron=cron_setting(env, "PERSONA_AGENTS_DETECT_CRON", cls.detect_cron),
             **numbers,
         )
 

@@ -13,6 +13,7 @@ from ..agent_status import AgentStatus, PersonaStatus, persona_statuses
 from ..models import AgentEvent, Persona
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
 from ..drift import drifted_hashes
+from .agent_listing import LISTING_KEY, orphans_metadata
 from .dagster_internals import current_failed_check_partitions
 from .materializations import PartitionRecorder, latest_materializations
 from .partitions import RUN_BATCH_SIZE, persona_key, personas_partitions
@@ -257,7 +258,7 @@ def persona_states(persona_store: PersonaStoreResource, gone: set[str]) -> Itera
 
 
 @dg.asset(
-    deps=[persona_agent],
+    deps=[persona_agent, LISTING_KEY],
     group_name=GROUP,
     kinds={"pandas"},
     description="Counts of personas by agent status (active, missing, in_progress, interrupted, invalid, drifted, "
@@ -291,6 +292,7 @@ def status_report(instance: dg.DagsterInstance, persona_store: PersonaStoreResou
     metadata["total"] = dg.MetadataValue.int(total)
     metadata["status_table"] = dg.MetadataValue.md(table)
     metadata["needs_attention"] = dg.MetadataValue.md(attention if rows else "every persona has a current agent")
+    metadata |= orphans_metadata(instance)
     return frame, metadata
 
 

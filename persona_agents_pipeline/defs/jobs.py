@@ -7,6 +7,7 @@ from .assets import agent_status_report, persona_agent
 
 PROVISION_JOB = "provision_persona_agents"
 REPORT_JOB = "refresh_agent_status_report"
+DETECT_JOB = "detect_gone_agents"  # defined in detection.py; it refreshes the report itself
 
 provision_persona_agents = dg.define_asset_job(
     PROVISION_JOB,

@@ -16,7 +16,7 @@ import dagster as dg
 from .automation import SENSOR_INTERVAL_SECONDS, runs_finished_after
 from .checks_after_materialize import skipped_its_checks
 from .assets import agent_status_report
-from .jobs import REPORT_JOB, refresh_agent_status_report
+from .jobs import DETECT_JOB, REPORT_JOB, refresh_agent_status_report
 from .resources import PersonaStoreResource
 
 
@@ -24,9 +24,9 @@ RUNS_PER_TICK = 50
 
 
 def needs_report_run(run: dg.DagsterRun, reported_by: set[str]) -> bool:
-    """Whether a finished run leaves the report behind: not the report's own, not one that recorded it (a
-    check run), not one whose checks follow it."""
-    return run.job_name != REPORT_JOB and run.run_id not in reported_by and not skipped_its_checks(run)
+    """Whether a finished run leaves the report behind: not the report's own or a listing's (which refreshes
+    it), not one that recorded it (a check run), not one whose checks follow it."""
+    return run.job_name not in (REPORT_JOB, DETECT_JOB) and run.run_id not in reported_by and not skipped_its_checks(run)
 
 
 @dg.sensor(

@@ -55,6 +55,9 @@ class SandboxConfig:
     drip_method: str | None = None
     # Items of unexpected shape added to the first page of every agent list (searches included).
     malformed_list_items: list[Any] = field(default_factory=list)
+    # How agent list pages after the first (requests with a cursor) fail, as a listing cut off midway:
+    # "500" (an internal error) or "malformed" (a page without has_more).
+    list_page_fault: str | None = None
     seed: int | None = None
 
 
@@ -93,6 +96,15 @@ def server_error_reply(dice: Dice, request_id: str) -> Reply:
     if dice.roll(0.5):
         return error_reply(503, "service_unavailable", "service_unavailable",
                            "The service is temporarily unavailable. Please retry.", request_id)
+    return internal_error_reply(request_id)
+
+
+def list_page_fault_reply(config: SandboxConfig, cursor: str | None, request_id: str) -> Reply | None:
+    """The configured failure of a later page of an agent list, or None to answer it normally."""
+    if not config.list_page_fault or not cursor:
+        return None
+    if config.list_page_fault == "malformed":
+        return Reply(200, {"agents": [], "next_cursor": None})
     return internal_error_reply(request_id)
 
 

@@ -20,7 +20,9 @@ from typing import Any, Callable
 from . import data
 from .agent_store import AgentStore
 from .endpoints import Endpoints
-from .faults import MOVED_PREFIX, Dice, SandboxConfig, redirect_reply, search_fault_reply, server_error_reply
+from .faults import (
+    MOVED_PREFIX, Dice, SandboxConfig, list_page_fault_reply, redirect_reply, search_fault_reply, server_error_reply,
+)
 from .protocol import DROP, Query, QueryError, Reply, error_reply, invalid_key_reply, unprocessable
 
 CONCURRENCY_MESSAGE = (
@@ -193,7 +195,7 @@ class SandboxGateway:
         endpoints = self.endpoints
         routes: dict[tuple[str, ...], dict[str, Callable[[], Reply]]] = {
             (*_AGENTS, "create"): {"POST": lambda: endpoints.create(body, request_id)},
-            _AGENTS: {"GET": lambda: self._search_fault(query, request_id) or endpoints.list(query)},
+            _AGENTS: {"GET": lambda: self._list_fault(query, request_id) or endpoints.list(query)},
             ("v1", "voices"): {"GET": lambda: endpoints.voices(query)},
             ("v1", "user"): {"GET": self._user},
             ("v1", "user", "subscription"): {"GET": lambda: Reply(200, data.SUBSCRIPTION)},
@@ -216,8 +218,10 @@ class SandboxGateway:
         handler = handlers.get(method)
         return handler() if handler else Reply(405, {"detail": "Method Not Allowed"})
 
-    def _search_fault(self, query: Query, request_id: str) -> Reply | None:
-        return search_fault_reply(self.config, self._dice, query.text("search"), request_id)
+    def _list_fault(self, query: Query, request_id: str) -> Reply | None:
+        return search_fault_reply(self.config, self._dice, query.text("search"), request_id) or list_page_fault_reply(
+            self.config, query.text("cursor"), request_id
+        )
 
     # ---- test conveniences --------------------------------------------------------------
 

@@ -34,6 +34,7 @@ CLI entry point (the ``persona-agents sandbox`` command calls this)::
         drip_interval: float = 0.0,               # write answers one byte every this many seconds ...
         drip_method: str | None = None,           # ... only to this method's requests, when set
         malformed_list_items: list = [],          # items of unexpected shape added to agent lists
+        list_page_fault: str | None = None,       # agent list pages after the first fail: 500 or malformed
         seed: int | None = None,                  # makes the faults reproducible
         on_ready: Callable[[str], None] | None = None,  # called with the base URL once listening
     ) -> None                                     # serves until KeyboardInterrupt
