@@ -25,7 +25,9 @@ LAYERS: list[tuple[str, dict[str, str]]] = [
                         "store": "store.py, migrations/ (queries, claims, change log)", "config": "config.py (settings)",
                         "sandbox": "sandbox/ (local ElevenLabs)"}),
     ("domain (no I/O)", {"drift": "drift.py", "models": "models.py (the persona row)",
-                         "voice_policy": "voice_policy.py (voice, settings, prompt, payload)"}),
+                         "voice_policy": "voice_policy.py (voice, settings, prompt, payload)",
+                         "identity": "identity.py (identity tags, installation ids)",
+                         "persona_validation": "persona_validation.py (persona checks)"}),
 ]
 # Modules that share a home with another.
 ALIASES = {"migrations": "store", "installation": "store", "engines": "store", "display": "cli", "demo_data": "demo",

@@ -46,7 +46,8 @@ from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.errors import ElevenLabsError, NotFoundError, RateLimitedError
 from .models import Persona, utcnow
 from .store import AgentRecordedElsewhereError, Claim, PersonaNotFoundError, PersonaStore
-from .voice_policy import PersonaSpec, identity_marker
+from .identity import identity_marker
+from .persona_validation import PersonaSpec
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from .config import ConfigurationError
 from .migrations.change_log import EVENTS_TABLE, birth_of
 from .models import utcnow
-from .voice_policy import LEGACY_INSTALLATION, InvalidInstallationIdError, parse_identity_tag, validate_installation_id
+from .identity import LEGACY_INSTALLATION, InvalidInstallationIdError, parse_identity_tag, validate_installation_id
 
 INSTALLATION_TABLE = "persona_agents_installation"
 UPGRADE = "run `persona-agents db upgrade`"

@@ -26,7 +26,8 @@ from .engines import normalise_database_url, shared_engine
 from .installation import require_known_installation
 from .migrations.change_log import VERSION_TABLE, birth_of
 from .models import AgentEvent, Persona, PersonaChange, utcnow
-from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
+from .identity import MAX_PERSONA_ID
+from .persona_validation import InvalidPersonaError, validate_persona
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The persona's own fields, in validate_persona's order; everything else belongs to its agent.

@@ -13,7 +13,7 @@ from waiting import wait_until
 
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.models import utcnow
-from persona_agents_pipeline.voice_policy import identity_tag
+from persona_agents_pipeline.identity import identity_tag
 
 PERSONAS = 30
 CONCURRENCY = 2

@@ -15,7 +15,8 @@ from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
 from persona_agents_pipeline.models import utcnow
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
 from persona_agents_pipeline.sandbox import SandboxServer
-from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, agent_payload, parse_identity_tag
+from persona_agents_pipeline.identity import parse_identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, agent_payload
 
 from test_exactly_once import assert_exactly_one_agent_each
 

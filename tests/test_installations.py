@@ -8,12 +8,8 @@ from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
 from persona_agents_pipeline.provisioning import ProvisioningService
 from persona_agents_pipeline.reconcile import Action, apply_plan, build_plan
 from persona_agents_pipeline.store import PersonaStore
-from persona_agents_pipeline.voice_policy import (
-    DEFAULT_VOICE_CATALOGUE,
-    LEGACY_INSTALLATION,
-    agent_payload,
-    identity_tag,
-)
+from persona_agents_pipeline.identity import LEGACY_INSTALLATION, identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, agent_payload
 
 
 def installation(url, sandbox):

@@ -60,7 +60,8 @@ from sqlalchemy import text  # noqa: E402
 
 from persona_agents_pipeline.config import Settings  # noqa: E402
 from persona_agents_pipeline.provisioning import ProvisioningService  # noqa: E402
-from persona_agents_pipeline.voice_policy import AgentTemplate, PersonaSpec  # noqa: E402
+from persona_agents_pipeline.persona_validation import PersonaSpec  # noqa: E402
+from persona_agents_pipeline.voice_policy import AgentTemplate  # noqa: E402
 
 FRAGMENT = json.loads(EXTRACT.read_text())
 

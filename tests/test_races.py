@@ -28,7 +28,8 @@ from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
 from persona_agents_pipeline.reconcile import apply_plan, build_plan
 from persona_agents_pipeline.sandbox import SandboxServer
-from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, PROJECT_TAG, identity_marker, identity_tag
+from persona_agents_pipeline.identity import PROJECT_TAG, identity_marker, identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE
 
 
 def claimed(store):

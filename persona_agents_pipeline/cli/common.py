@@ -22,7 +22,7 @@ from ..display import markup_safe
 from ..elevenlabs.errors import ElevenLabsError, MalformedResponseError
 from ..provisioning import ProvisioningService
 from ..store import PersonaNotFoundError, PersonaStore, SchemaError
-from ..voice_policy import InvalidPersonaError
+from ..persona_validation import InvalidPersonaError
 
 console = Console(stderr=True)  # progress, warnings and errors
 out = Console(highlight=False)  # the command's answer
