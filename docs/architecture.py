@@ -30,8 +30,8 @@ LAYERS: list[tuple[str, dict[str, str]]] = [
                          "persona_validation": "persona_validation.py (persona checks)"}),
 ]
 # Modules that share a home with another.
-ALIASES = {"migrations": "store", "schema_errors": "store", "installation": "store", "engines": "store",
-           "display": "cli", "demo_data": "demo", "setting_values": "config"}
+ALIASES = {"migrations": "store", "schema_errors": "store", "database_identity": "store", "installation": "store",
+           "engines": "store", "display": "cli", "demo_data": "demo", "setting_values": "config"}
 
 
 def home(module: str) -> str | None:
