@@ -1,4 +1,4 @@
-"""Exactly one agent per persona under concurrency, injected faults and SIGKILL (issue 4)."""
+"""Exactly one agent per persona under concurrency, injected faults and SIGKILL."""
 
 import multiprocessing
 import os

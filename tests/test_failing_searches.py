@@ -1,5 +1,5 @@
 """Exactly one agent per persona when the adoption search itself fails, when duplicates already exist,
-when personas vanish mid-create and when DELETE answers are lost (issue 9), on SQLite and PostgreSQL.
+when personas vanish mid-create and when DELETE answers are lost, on SQLite and PostgreSQL.
 
 Faults are the sandbox's, over real HTTP: creates that are carried out but never answered, searches
 answering non-JSON / 400 / 401 / 429 / too late, DELETEs never answered.

@@ -1,4 +1,4 @@
-"""Hostile and legacy data (issue 9): markup and terminal escapes in names, CSV formulas, CSV fidelity,
+"""Hostile and legacy data: markup and terminal escapes in names, CSV formulas, CSV fidelity,
 legacy agent ids and voice settings, malformed identity tags on remote agents."""
 
 import csv

@@ -1,5 +1,5 @@
 """Several installations (persona databases) on one ElevenLabs account: each plans, applies and adopts
-only its own agents; agents tagged before installations existed are retagged, never deleted (issue 9)."""
+only its own agents; agents tagged before installations existed are retagged, never deleted."""
 
 from sqlalchemy import text
 

@@ -1,4 +1,4 @@
-"""The sandbox speaks the agents API wire format (reference §2, §4, §9). Raw HTTP, no client."""
+"""The sandbox speaks the agents API wire format: endpoints, error bodies, limits and faults. Raw HTTP, no client."""
 
 from __future__ import annotations
 
