@@ -15,6 +15,8 @@ import requests
 import yaml
 from sqlalchemy import create_engine, make_url, text
 
+from persona_agents_pipeline.sandbox.local_servers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "local-cluster"
 RABBITMQ = ("127.0.0.1", 5672)
@@ -32,12 +34,6 @@ def rabbitmq_unavailable_reason() -> str | None:
         return None
     except OSError as exc:
         return f"no RabbitMQ broker answers at {RABBITMQ[0]}:{RABBITMQ[1]} ({exc})"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def instance_yaml(*, run_launcher: str, pool_limit: int, granularity: str = "op") -> str:
