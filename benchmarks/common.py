@@ -105,7 +105,7 @@ def seed(url: str, count: int, start: int = 0, *, with_agents_every: int = 0) ->
 
 def agent_accounting(url: str, sandbox_agents: Sequence[dict[str, Any]], expected: int) -> dict[str, Any]:
     """Exactly one agent per persona: in the store and on the (sandbox) API, matched by identity tag."""
-    from persona_agents_pipeline.voice_policy import identity_tag, parse_identity_tag
+    from persona_agents_pipeline.identity import identity_tag, parse_identity_tag
 
     path = url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as db:

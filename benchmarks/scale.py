@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import requests
+
+from persona_agents_pipeline.sandbox.local_servers import free_port, wait_until
 
 from .common import API_KEY, CREATE_PATH, PYTHON, ROOT, child_env, create_times, fresh_store, run_child, seed, throughput
 
@@ -51,6 +52,8 @@ query PartitionStatus {
   }
 }
 """
+# What a Dagster webserver still starting answers with (a refused connection): not ready yet, not a failure.
+STARTING = (requests.RequestException,)
 DAEMONS_QUERY = "query { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
 # What the partitions page's Materialize sends for the selected partitions.
 LAUNCH_BACKFILL = """mutation($partitionNames: [String!]) { launchPartitionBackfill(backfillParams: {assetSelection:
@@ -120,9 +123,7 @@ def reset_new_personas(url: str, first_new_id: int) -> None:
 def dagster_services(env: dict[str, str], *, daemon: bool = False) -> Iterator[str]:
     """A real dagster-webserver (and with `daemon`, `dagster-daemon run`) on this instance; yields its URL.
     Ends them with every process they started (the daemon's code servers and run workers have sessions of their own)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     bin_dir = Path(PYTHON).parent
     commands = [[str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]]
     if daemon:
@@ -131,7 +132,8 @@ def dagster_services(env: dict[str, str], *, daemon: bool = False) -> Iterator[s
                                   start_new_session=True) for command in commands]
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until("the webserver", lambda: requests.get(f"{url}/server_info", timeout=2).ok, 180)
+        wait_until(lambda: requests.get(f"{url}/server_info", timeout=2).ok, "the webserver answers", 180,
+                   not_yet=STARTING)
         yield url
     finally:
         tree = [pid for process in processes for pid in process_tree(process.pid)]
@@ -153,20 +155,6 @@ def process_tree(pid: int) -> list[int]:
     except OSError:  # the process, or one of its threads, has ended meanwhile
         children = []
     return [pid] + [descendant for child in children for descendant in process_tree(child)]
-
-
-def wait_until(what: str, ready, timeout: float, interval: float = 0.5):
-    """Poll `ready` (a falsy answer or a connection error is "not yet") until it answers; its answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            answer = ready()
-        except requests.RequestException:
-            answer = None
-        if answer:
-            return answer
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def graphql(url: str, query: str, **variables) -> dict[str, Any]:
@@ -305,15 +293,18 @@ def limited_backfill(cfg: dict[str, Any], work: Path, storage: str, c: dict[str,
             dg.DagsterInstance.from_config(str(home)) as instance:
         env = c["env"] | {"ELEVENLABS_BASE_URL": sandbox.url, "ELEVENLABS_RATE_LIMIT": f"{rate:g}"}
         with dagster_services(env, daemon=True) as url:
-            wait_until("the daemons", lambda: all(d["healthy"] for d in graphql(url, DAEMONS_QUERY)["instance"]["daemonHealth"]
-                                                  ["allDaemonStatuses"] if d["required"]), 300, interval=2)
-            wait_until("persona_partitions_sensor", lambda: instance.has_dynamic_partition("personas", new_keys[-1]), 1200, interval=2)
+            wait_until(lambda: all(d["healthy"] for d in graphql(url, DAEMONS_QUERY)["instance"]["daemonHealth"]
+                                   ["allDaemonStatuses"] if d["required"]), "the daemons are healthy", 300, interval=2,
+                       not_yet=STARTING)
+            wait_until(lambda: instance.has_dynamic_partition("personas", new_keys[-1]),
+                       "persona_partitions_sensor registers the new personas", 1200, interval=2, not_yet=STARTING)
             load_before = Path("/proc/loadavg").read_text().split()[:3]
             launched, launched_at = time.monotonic(), time.time()
             answer = graphql(url, LAUNCH_BACKFILL, partitionNames=new_keys)["launchPartitionBackfill"]
             if answer["__typename"] != "LaunchBackfillSuccess":
                 raise RuntimeError(f"backfill not launched: {answer}")
-            status = wait_until("the backfill", lambda: backfill_finished(url, answer["backfillId"]), n * 3 + 600, interval=2)
+            status = wait_until(lambda: backfill_finished(url, answer["backfillId"]), "the backfill finishes", n * 3 + 600,
+                                interval=2, not_yet=STARTING)
             load_after = Path("/proc/loadavg").read_text().split()[:3]
             runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": answer["backfillId"]}), ascending=True)
             phases = [run_phases(instance, record.dagster_run.run_id, launched_at) for record in runs]

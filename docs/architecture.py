@@ -27,11 +27,13 @@ LAYERS: list[tuple[str, dict[str, str]]] = [
                         "sandbox": "sandbox/ (local ElevenLabs)"}),
     ("domain (no I/O)", {"drift": "drift.py", "models": "models.py (the persona row)",
                          "outcomes": "outcomes.py (what an operation did)",
-                         "voice_policy": "voice_policy.py (voice, settings, prompt, payload)"}),
+                         "voice_policy": "voice_policy.py (voice, settings, prompt, payload)",
+                         "identity": "identity.py (identity tags, installation ids)",
+                         "persona_validation": "persona_validation.py (persona checks)"}),
 ]
 # Modules that share a home with another.
-ALIASES = {"migrations": "store", "installation": "store", "engines": "store", "display": "cli", "demo_data": "demo",
-           "setting_values": "config"}
+ALIASES = {"migrations": "store", "schema_errors": "store", "database_identity": "store", "installation": "store",
+           "engines": "store", "display": "cli", "demo_data": "demo", "setting_values": "config"}
 
 
 def home(module: str) -> str | None:

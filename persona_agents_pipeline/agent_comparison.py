@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from .voice_policy import PROJECT_TAG
+from .identity import PROJECT_TAG
 
 FLOAT_TOLERANCE = 1e-6
 _MISSING = object()

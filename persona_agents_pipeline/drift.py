@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from .models import Persona
-from .voice_policy import AgentTemplate, InvalidPersonaError
+from .persona_validation import InvalidPersonaError
+from .voice_policy import AgentTemplate
 
 
 def desired_config_hash(template: AgentTemplate, persona: Persona) -> str | None:

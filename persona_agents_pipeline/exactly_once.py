@@ -49,7 +49,9 @@ from .elevenlabs.errors import ElevenLabsError, NotFoundError, RateLimitedError
 from .models import Persona, utc_from_unix, utcnow
 from .outcomes import Outcome, ProvisionResult
 from .store import AgentRecordedElsewhereError, Claim, PersonaNotFoundError, PersonaStore
-from .voice_policy import PersonaSpec, config_hash, identity_marker, voice_settings
+from .identity import identity_marker
+from .persona_validation import PersonaSpec
+from .voice_policy import config_hash, voice_settings
 
 log = logging.getLogger(__name__)
 

@@ -11,21 +11,19 @@ or `adopt_installation` (the same installation, moved).
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .config import ConfigurationError
-from .migrations.change_log import EVENTS_TABLE, birth_of
+from .database_identity import DatabaseIdentity, database_identity
+from .migrations.change_log import EVENTS_TABLE, INSTALLATION_TABLE, birth_of
 from .models import utcnow
-from .voice_policy import LEGACY_INSTALLATION, InvalidInstallationIdError, parse_identity_tag, validate_installation_id
+from .identity import LEGACY_INSTALLATION, InvalidInstallationIdError, parse_identity_tag, validate_installation_id
 
-INSTALLATION_TABLE = "persona_agents_installation"
 UPGRADE = "run `persona-agents db upgrade`"
 NEW_INSTALLATION = "persona-agents db upgrade --new-installation"
 ADOPT = "persona-agents installation adopt"
@@ -33,32 +31,6 @@ ADOPT = "persona-agents installation adopt"
 
 class InstallationError(ConfigurationError):
     """The database cannot say which installation it is; the message says what to run."""
-
-
-@dataclass(frozen=True)
-class DatabaseIdentity:
-    key: str  # compared: what a copy of the database cannot keep
-    location: str  # shown to the operator
-
-
-def database_identity(connection: Connection) -> DatabaseIdentity:
-    """PostgreSQL: the cluster's system identifier (new on every initdb, kept by replicas), the database
-    and the schema. SQLite: the file's device and inode, which a copy never shares with its original
-    while a reopen, a symlink or another spelling of the path does."""
-    if connection.dialect.name == "postgresql":
-        try:
-            with connection.begin_nested():  # a role refused pg_control_system falls back to the names alone
-                system = connection.scalar(sa.text("SELECT system_identifier FROM pg_control_system()"))
-        except sa.exc.DBAPIError:
-            system = "unknown-cluster"
-        database, schema = connection.execute(sa.text("SELECT current_database(), current_schema()")).one()
-        return DatabaseIdentity(f"postgresql:{system}:{database}:{schema}",
-                                f"PostgreSQL database {database!r}, schema {schema!r} of cluster {system}")
-    files = [row[2] for row in connection.exec_driver_sql("PRAGMA database_list") if row[1] == "main"]
-    if not files or not files[0]:
-        return DatabaseIdentity("sqlite:memory", "an in-memory SQLite database")
-    status = os.stat(files[0])
-    return DatabaseIdentity(f"sqlite:{status.st_dev}:{status.st_ino}", f"SQLite file {Path(files[0]).resolve()}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from .voice_policy import InvalidPersonaError, PersonaSpec, validate_persona
+from .persona_validation import InvalidPersonaError, PersonaSpec, validate_persona
 
 
 def utcnow() -> datetime:

@@ -35,16 +35,9 @@ from .exactly_once import (
 )
 from .outcomes import Outcome, ProvisionResult
 from .store import AgentRecordedElsewhereError, PersonaNotFoundError, PersonaStore
-from .voice_policy import (
-    DEFAULT_TTS_MODEL,
-    AgentTemplate,
-    InvalidPersonaError,
-    PersonaSpec,
-    choose_voice,
-    config_hash,
-    identity_of,
-    voice_settings,
-)
+from .identity import identity_of
+from .persona_validation import InvalidPersonaError, PersonaSpec
+from .voice_policy import DEFAULT_TTS_MODEL, AgentTemplate, choose_voice, config_hash, voice_settings
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,9 @@ from .exactly_once import ClaimTimeoutError, oldest_first
 from .models import Persona
 from .provisioning import ProvisioningService, ProvisionResult
 from .store import AgentRecordedElsewhereError
-from .voice_policy import InvalidPersonaError, config_hash, identity_of, voice_settings
+from .identity import identity_of
+from .persona_validation import InvalidPersonaError
+from .voice_policy import config_hash, voice_settings
 
 
 class Action(str, Enum):

@@ -26,16 +26,14 @@ from .engines import normalise_database_url, shared_engine
 from .installation import require_known_installation
 from .migrations.change_log import VERSION_TABLE, birth_of
 from .models import AgentEvent, Persona, PersonaChange, utcnow
-from .voice_policy import MAX_PERSONA_ID, InvalidPersonaError, validate_persona
+from .identity import MAX_PERSONA_ID
+from .persona_validation import InvalidPersonaError, validate_persona
+from .schema_errors import SchemaError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The persona's own fields, in validate_persona's order; everything else belongs to its agent.
 EDITABLE_FIELDS = ("name", "temper_level", "chattiness", "emotional_attachment", "description")
 ID_CHUNK = 500  # ids per IN (...) list: inside every SQLite's limit (999 variables before 3.32) and PostgreSQL's
-
-
-class SchemaError(RuntimeError):
-    """The database's schema or data keeps this version from working; the message says what to do."""
 
 
 class SchemaOutOfDateError(SchemaError):

@@ -86,7 +86,7 @@ class PrivateRedis:
     """A redis-server of this test alone, on a free port, without persistence: stopped and started at will."""
 
     def __init__(self, workdir) -> None:
-        from cluster_helpers import free_port
+        from persona_agents_pipeline.sandbox.local_servers import free_port
 
         self.port, self.workdir, self.process = free_port(), workdir, None
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -96,7 +96,7 @@ class PrivateRedis:
 
         import redis
 
-        from waiting import wait_until
+        from persona_agents_pipeline.sandbox.local_servers import wait_until
 
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

@@ -20,6 +20,8 @@ import yaml
 from budget_helpers import REDIS_URL
 from sqlalchemy import create_engine, make_url, text
 
+from persona_agents_pipeline.sandbox.local_servers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "local-cluster"
 BROKER_URL = os.environ.get("PERSONA_AGENTS_TEST_BROKER_URL", "pyamqp://guest:guest@127.0.0.1:5672//")
@@ -39,12 +41,6 @@ def rabbitmq_unavailable_reason() -> str | None:
     except OSError as exc:
         return (f"no RabbitMQ broker answers at {broker.hostname}:{broker.port or 5672} ({exc}); "
                 "set PERSONA_AGENTS_TEST_BROKER_URL")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def instance_yaml(*, run_launcher: str, pool_limit: int, granularity: str = "op") -> str:

@@ -125,7 +125,7 @@ CASES = {
     "unknown environment": (lambda tmp, mp: mp.setenv("PERSONA_AGENTS_ENV", "staging"), ["create-missing-agents", "--yes"], "PERSONA_AGENTS_ENV must be"),
     "unusable database URL": (lambda tmp, mp: mp.setenv("PERSONAS_DATABASE_URL", "nosuchdb://x"), ["list-agent-status"], "check PERSONAS_DATABASE_URL"),
     "bad rate limit": (lambda tmp, mp: mp.setenv("ELEVENLABS_RATE_LIMIT", "-3"), ["create-missing-agents", "--yes"], "ELEVENLABS_RATE_LIMIT must be a number from 0.01"),
-    # issue 9
+    # files, names, ids, credentials and URLs that are malformed or hostile
     "rich markup in an import path": ("markup_path", "name,temper_level,chattiness,emotional_attachment\nA,0.5,0.5,0.5\nB,x,0.5,0.5\n", "temper_level must be a number"),
     "empty CSV": (None, "", "is empty"),
     "Latin-1 CSV": (None, "name,temper_level,chattiness,emotional_attachment\nRen\u00e9e,0.5,0.5,0.5\n".encode("latin-1"), "is not UTF-8 text"),

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from budget_helpers import private_redis  # noqa: F401  (fixture)
 from test_exactly_once import assert_exactly_one_agent_each, env_for
-from waiting import wait_until
 
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.sandbox import SandboxServer
+from persona_agents_pipeline.sandbox.local_servers import wait_until
 
 WAITING = "does not answer"
 PERSONAS = 40

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from cli_helpers import run, snapshot
 
 from persona_agents_pipeline.demo_data import demo_personas
-from persona_agents_pipeline.voice_policy import identity_tag
+from persona_agents_pipeline.identity import identity_tag
 
 
 def test_create_missing_agents_creates_each_once(cli_env, store, sandbox):

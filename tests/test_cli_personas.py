@@ -1,4 +1,4 @@
-"""The CLI gaps of issue 10: edit and delete personas, confirm recreate-agent, say where the database and the
+"""The CLI around personas: edit and delete personas, confirm recreate-agent, say where the database and the
 key were looked for, --version, the recorded voice in list-agent-status. Real SQLite/PostgreSQL, the sandbox."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.installation import InstallationError
 from persona_agents_pipeline.provisioning import ProvisioningService
 from persona_agents_pipeline.store import PersonaStore
-from persona_agents_pipeline.voice_policy import identity_of
+from persona_agents_pipeline.identity import identity_of
 
 from conftest import POSTGRES_URL
 

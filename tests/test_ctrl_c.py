@@ -9,11 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from waiting import wait_until
-
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.models import utcnow
-from persona_agents_pipeline.voice_policy import identity_tag
+from persona_agents_pipeline.identity import identity_tag
+from persona_agents_pipeline.sandbox.local_servers import wait_until
 
 PERSONAS = 30
 CONCURRENCY = 2

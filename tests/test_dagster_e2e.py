@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from persona_agents_pipeline.sandbox import SandboxServer
+from persona_agents_pipeline.sandbox.local_servers import free_port
 from persona_agents_pipeline.store import PersonaStore
 
 # A user's day walks many UI steps through a real daemon: above pytest's default 300 s on a loaded machine.
@@ -71,12 +71,6 @@ query {
   }
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:

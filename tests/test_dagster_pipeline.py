@@ -42,14 +42,16 @@ def api_key() -> str:
 
 
 @pytest.fixture
-def sandbox(api_key):
+def env_sandbox(api_key):
+    """The sandbox the environment points the Dagster definitions at; it accepts only api_key."""
     with SandboxServer(api_keys=[api_key], latency=0.005) as server:
         yield server
 
 
 @pytest.fixture
-def store(sqlite_store, monkeypatch, sandbox, api_key):
-    point_env_at(monkeypatch, sqlite_store.database_url, sandbox.url, api_key)
+def env_store(sqlite_store, monkeypatch, env_sandbox, api_key):
+    """A SQLite persona store that the Dagster definitions find through the environment, with env_sandbox."""
+    point_env_at(monkeypatch, sqlite_store.database_url, env_sandbox.url, api_key)
     return sqlite_store
 
 
@@ -68,23 +70,23 @@ def data_version(instance, key: str) -> str:
     return record.event_log_entry.tags[DATA_VERSION_TAG]
 
 
-def test_a_verified_noop_is_materialized_with_the_partitions_data_version(store, instance, sandbox, api_key):
+def test_a_verified_noop_is_materialized_with_the_partitions_data_version(env_store, instance, env_sandbox, api_key):
     """Converging to 'verified' materializes every partition (Dagster counts a run's or a backfill's partition
     as done only so): one never materialized (agent made outside Dagster), one failed since, one stale, and a
     green, fresh one. Each that was materialized keeps its data version: the same agent, no new version."""
-    ids = store.add_personas(persona_rows(4))
+    ids = env_store.add_personas(persona_rows(4))
     keys = [str(i) for i in ids]
     instance.add_dynamic_partitions(PARTITIONS, keys)
     assert execute_run_request(instance, range_request(ids[:3])).success
     service = provisioning_service(PersonaStoreResource(), ElevenLabsResource(api_key=api_key))
     assert service.ensure_agent(ids[3]).ok  # the CLI's path: an agent, no materialization
-    with store.engine.begin() as connection:  # a bad value fails ids[1]'s partition ...
+    with env_store.engine.begin() as connection:  # a bad value fails ids[1]'s partition ...
         connection.exec_driver_sql(f"UPDATE personas SET chattiness = 7 WHERE id = {ids[1]}")
     assert not execute_run_request(instance, range_request(ids[1:2])).success
-    with store.engine.begin() as connection:  # ... and is put back: its agent is current again
+    with env_store.engine.begin() as connection:  # ... and is put back: its agent is current again
         connection.exec_driver_sql(f"UPDATE personas SET chattiness = {persona_rows(4)[1]['chattiness']} WHERE id = {ids[1]}")
     # ids[2]'s persona is observed with a new data version (stale); its agent is brought up to date by the CLI.
-    with store.engine.begin() as connection:
+    with env_store.engine.begin() as connection:
         connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95 WHERE id = {ids[2]}")
     instance.report_runless_asset_event(dg.AssetObservation("personas", partition=keys[2], tags={DATA_VERSION_TAG: "edited"}))
     assert service.update_agent(ids[2]).outcome.value == "updated"
@@ -121,8 +123,8 @@ def test_definitions_load_and_validate():
     assert persona_agent.op.pool == "elevenlabs_api"
 
 
-def test_sensor_adds_partitions_and_its_runs_create_agents(store, instance, sandbox, api_key):
-    ids = store.add_personas(persona_rows(30))
+def test_sensor_adds_partitions_and_its_runs_create_agents(env_store, instance, env_sandbox, api_key):
+    ids = env_store.add_personas(persona_rows(30))
 
     result, runs = run_sensor_tick(instance)
 
@@ -130,12 +132,12 @@ def test_sensor_adds_partitions_and_its_runs_create_agents(store, instance, sand
     assert sorted(instance.get_dynamic_partitions(PARTITIONS), key=int) == [str(i) for i in ids]
     assert 1 <= len(result.run_requests) <= 2, "30 personas must not become 30 runs"
     assert all(run.success for run in runs)
-    assert len(sandbox.agents()) == 30
-    assert store.ids_without_agents() == []
+    assert len(env_sandbox.agents()) == 30
+    assert env_store.ids_without_agents() == []
     assert instance.get_materialized_partitions(persona_agent.key) == {str(i) for i in ids}
 
     metadata = latest_metadata(instance, str(ids[0]))
-    persona = store.get(ids[0])
+    persona = env_store.get(ids[0])
     assert metadata["outcome"] == "created"
     assert metadata["agent_id"] == persona.elevenlabs_agent_id
     assert metadata["voice_id"] == persona.voice_id
@@ -147,7 +149,7 @@ def test_sensor_adds_partitions_and_its_runs_create_agents(store, instance, sand
     again, runs_again = run_sensor_tick(instance, result.cursor)
     assert isinstance(again, dg.SkipReason) or (not again.run_requests and not again.dynamic_partitions_requests)
     assert runs_again == []
-    assert len(sandbox.agents()) == 30
+    assert len(env_sandbox.agents()) == 30
 
     # The key never appears in any event of the instance's event log.
     for run in instance.get_runs():
@@ -160,8 +162,8 @@ def sync_tick(instance, cursor=None):
     return persona_partitions_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=RESOURCES))
 
 
-def test_partitions_mirror_the_table_without_runs_and_follow_deletes(store, instance):
-    ids = store.add_personas(persona_rows(3))
+def test_partitions_mirror_the_table_without_runs_and_follow_deletes(env_store, instance):
+    ids = env_store.add_personas(persona_rows(3))
     first = sync_tick(instance)
     # Partitions and the traits baseline of every persona, and no run: registering makes no API call.
     assert not first.run_requests
@@ -169,7 +171,7 @@ def test_partitions_mirror_the_table_without_runs_and_follow_deletes(store, inst
     assert list(add.partition_keys) == [str(i) for i in ids]
     assert sorted(event.partition for event in first.asset_events) == sorted(str(i) for i in ids)
     apply_partition_requests(instance, first.dynamic_partitions_requests)
-    with store.engine.begin() as connection:
+    with env_store.engine.begin() as connection:
         connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95 WHERE id = {ids[1]}")
         connection.exec_driver_sql(f"DELETE FROM personas WHERE id = {ids[0]}")
 
@@ -178,11 +180,11 @@ def test_partitions_mirror_the_table_without_runs_and_follow_deletes(store, inst
     assert not second.run_requests
     [delete] = second.dynamic_partitions_requests
     assert isinstance(delete, dg.DeleteDynamicPartitionsRequest) and list(delete.partition_keys) == [str(ids[0])]
-    assert int(second.cursor) == store.latest_change_seq()
+    assert int(second.cursor) == env_store.latest_change_seq()
 
 
-def test_schedule_requests_only_missing_agents(store, instance, sandbox):
-    ids = store.add_personas(persona_rows(12))
+def test_schedule_requests_only_missing_agents(env_store, instance, env_sandbox):
+    ids = env_store.add_personas(persona_rows(12))
     instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids[:6]])  # the rest have no partition yet
     for persona_id in ids[:4]:
         assert execute_run_request(instance, single_partition_request(str(persona_id))).success
@@ -194,25 +196,25 @@ def test_schedule_requests_only_missing_agents(store, instance, sandbox):
     assert len(requests) == 1
     assert range_of(requests[0]) == (str(ids[4]), str(ids[-1]))
     assert execute_run_request(instance, requests[0]).success
-    assert store.ids_without_agents() == [] and len(sandbox.agents()) == 12
+    assert env_store.ids_without_agents() == [] and len(env_sandbox.agents()) == 12
     # Nothing missing: the schedule skips.
     assert isinstance(backfill_missing_agents(dg.build_schedule_context(instance=instance, resources=RESOURCES)), dg.SkipReason)
 
 
-def test_scattered_backfill_of_200_partitions_runs_as_a_handful_of_runs(store, instance, sandbox):
-    ids = store.add_personas(persona_rows(400))
+def test_scattered_backfill_of_200_partitions_runs_as_a_handful_of_runs(env_store, instance, env_sandbox):
+    ids = env_store.add_personas(persona_rows(400))
     instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
     # Half of them already have agents, interleaved: 200 missing personas, scattered.
     have = [str(i) for i in ids[::2]]
     done = execute_run_request(instance, single_partition_request(have[0]))
     assert done.success
     for persona_id in ids[2::2]:
-        store.try_claim(persona_id, "seed", __import__("datetime").timedelta(minutes=1))
-        store.record_agent(
+        env_store.try_claim(persona_id, "seed", __import__("datetime").timedelta(minutes=1))
+        env_store.record_agent(
             persona_id, "seed", agent_id=f"seed-{persona_id}", voice_id="v", conversation_prompt="p",
             voice_settings={}, config_hash="h", action="created", reason="seed",
         )
-    assert len(store.ids_without_agents()) == 200
+    assert len(env_store.ids_without_agents()) == 200
 
     context = dg.build_schedule_context(instance=instance, resources=RESOURCES)
     requests = list(backfill_missing_agents(context))
@@ -220,8 +222,8 @@ def test_scattered_backfill_of_200_partitions_runs_as_a_handful_of_runs(store, i
 
     assert len(requests) <= 5, f"200 scattered partitions became {len(requests)} runs"
     assert all(run.success for run in runs)
-    assert store.ids_without_agents() == []
-    assert len(sandbox.agents()) == 201
+    assert env_store.ids_without_agents() == []
+    assert len(env_sandbox.agents()) == 201
 
 
 def test_contiguous_backfill_policy_batches_partitions():
@@ -230,12 +232,12 @@ def test_contiguous_backfill_policy_batches_partitions():
     assert spans(list(range(0, 400, 2)), 100) == [(0, 98), (100, 198), (200, 298), (300, 398)]
 
 
-def test_rerun_is_a_noop_and_force_recreates(store, instance, sandbox):
-    [persona_id] = store.add_personas(persona_rows(1))
+def test_rerun_is_a_noop_and_force_recreates(env_store, instance, env_sandbox):
+    [persona_id] = env_store.add_personas(persona_rows(1))
     key = str(persona_id)
     instance.add_dynamic_partitions(PARTITIONS, [key])
     assert execute_run_request(instance, single_partition_request(key)).success
-    first_agent = store.get(persona_id).elevenlabs_agent_id
+    first_agent = env_store.get(persona_id).elevenlabs_agent_id
 
     version = data_version(instance, key)
     rerun = execute_run_request(instance, single_partition_request(key))
@@ -245,17 +247,17 @@ def test_rerun_is_a_noop_and_force_recreates(store, instance, sandbox):
     assert verified.metadata["outcome"].value == "verified" and "no-op" in verified.metadata["note"].value
     assert data_version(instance, key) == version
     assert instance.get_materialized_partitions(persona_agent.key) == {key}
-    assert store.get(persona_id).elevenlabs_agent_id == first_agent
-    assert [agent["agent_id"] for agent in sandbox.agents()] == [first_agent]
+    assert env_store.get(persona_id).elevenlabs_agent_id == first_agent
+    assert [agent["agent_id"] for agent in env_sandbox.agents()] == [first_agent]
 
     forced = execute_run_request(
         instance, single_partition_request(key), run_config={"ops": {"persona_agent": {"config": {"force": True}}}}
     )
     assert forced.success
-    new_agent = store.get(persona_id).elevenlabs_agent_id
+    new_agent = env_store.get(persona_id).elevenlabs_agent_id
     assert new_agent != first_agent
     assert latest_metadata(instance, key)["outcome"] == "recreated"
-    assert [agent["agent_id"] for agent in sandbox.agents()] == [new_agent]
+    assert [agent["agent_id"] for agent in env_sandbox.agents()] == [new_agent]
 
 
 def check_status_by_partition(instance, name: str) -> dict[str, str]:
@@ -268,8 +270,8 @@ def range_request(ids, **options) -> dg.RunRequest:
     return range_run_request([str(i) for i in ids], run_key=None, reason="test", **options)
 
 
-def test_checks_hold_a_status_per_persona_until_it_is_repaired(store, instance, sandbox):
-    ids = store.add_personas(persona_rows(4))
+def test_checks_hold_a_status_per_persona_until_it_is_repaired(env_store, instance, env_sandbox):
+    ids = env_store.add_personas(persona_rows(4))
     instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
     assert execute_run_request(instance, range_request(ids[:3])).success  # the 4th has no agent yet
     verify = range_request(ids, checks_only=True)
@@ -279,9 +281,9 @@ def test_checks_hold_a_status_per_persona_until_it_is_repaired(store, instance, 
         str(ids[0]): "SUCCEEDED", str(ids[1]): "SUCCEEDED", str(ids[2]): "SUCCEEDED", str(ids[3]): "FAILED"
     }
 
-    gone = store.get(ids[1]).elevenlabs_agent_id
-    assert sandbox.delete_agent_directly(gone)
-    with store.engine.begin() as connection:  # a trait edit: the voice no longer matches
+    gone = env_store.get(ids[1]).elevenlabs_agent_id
+    assert env_sandbox.delete_agent_directly(gone)
+    with env_store.engine.begin() as connection:  # a trait edit: the voice no longer matches
         connection.exec_driver_sql(f"UPDATE personas SET temper_level = 0.95, chattiness = 0.95 WHERE id = {ids[2]}")
     checks = check_results(execute_run_request(instance, verify))
     assert gone in checks[EXISTS].description and f"persona {ids[2]}" in checks[MATCHES].description
@@ -312,13 +314,13 @@ def test_checks_hold_a_status_per_persona_until_it_is_repaired(store, instance, 
     assert execute_run_request(instance, checks_request).success
     assert check_status_by_partition(instance, EXISTS)[str(ids[1])] == "SUCCEEDED"
     assert check_status_by_partition(instance, MATCHES)[str(ids[2])] == "SUCCEEDED"
-    assert len(sandbox.agents()) == 4
+    assert len(env_sandbox.agents()) == 4
 
 
-def backfill_with_one_run_done(store, instance) -> tuple[list[int], dg.RunRequest, dg.DagsterRun, dg.SensorResult]:
+def backfill_with_one_run_done(env_store, instance) -> tuple[list[int], dg.RunRequest, dg.DagsterRun, dg.SensorResult]:
     """A backfill's two runs as the UI launches them (asset selected, its checks with it): the first has
     finished, the second still runs; and checks_after_materialize_sensor's tick after the first."""
-    ids = store.add_personas(persona_rows(4))
+    ids = env_store.add_personas(persona_rows(4))
     instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
     backfill = {BACKFILL_TAG: "a-backfill"}
     first = dg.RunRequest(asset_selection=[persona_agent.key], tags=range_request(ids[:2]).tags | backfill)
@@ -330,10 +332,10 @@ def backfill_with_one_run_done(store, instance) -> tuple[list[int], dg.RunReques
     return ids, second, running, checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor="0"))
 
 
-def test_a_backfills_checks_follow_its_last_run(store, instance, sandbox):
+def test_a_backfills_checks_follow_its_last_run(env_store, instance, env_sandbox):
     """Checks are API calls from the backfill's own budget: none while the backfill still creates agents, then
     every run's at once."""
-    ids, second, running, tick = backfill_with_one_run_done(store, instance)
+    ids, second, running, tick = backfill_with_one_run_done(env_store, instance)
     assert tick.run_requests == [] and "backfill is still running" in tick.skip_reason.skip_message
 
     instance.delete_run(running.run_id)  # ... and now it has finished:
@@ -343,17 +345,17 @@ def test_a_backfills_checks_follow_its_last_run(store, instance, sandbox):
     assert all(not request.asset_selection and request.asset_check_keys for request in tick.run_requests)
 
 
-def test_a_canceled_backfills_finished_runs_are_checked(store, instance, sandbox):
-    ids, _, running, tick = backfill_with_one_run_done(store, instance)
+def test_a_canceled_backfills_finished_runs_are_checked(env_store, instance, env_sandbox):
+    ids, _, running, tick = backfill_with_one_run_done(env_store, instance)
     assert tick.run_requests == []
     instance.report_run_canceled(running)  # the user cancels the backfill: its last run ends canceled
     tick = checks_after_materialize_sensor(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
     assert [range_of(request) for request in tick.run_requests] == [(str(ids[0]), str(ids[1]))]
 
 
-def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, instance, sandbox):
-    ids = store.add_personas(persona_rows(5))
-    with store.engine.begin() as connection:
+def test_invalid_persona_fails_its_partition_without_stopping_the_batch(env_store, instance, env_sandbox):
+    ids = env_store.add_personas(persona_rows(5))
+    with env_store.engine.begin() as connection:
         connection.exec_driver_sql(f"UPDATE personas SET chattiness = 7 WHERE id = {ids[2]}")
     instance.add_dynamic_partitions(PARTITIONS, [str(i) for i in ids])
     request = dg.RunRequest(
@@ -370,17 +372,17 @@ def test_invalid_persona_fails_its_partition_without_stopping_the_batch(store, i
     assert failure.step_failure_data.error.cls_name == "Failure"
     # Validation errors are not retried: exactly one attempt.
     assert not [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert len(sandbox.agents()) == 4
+    assert len(env_sandbox.agents()) == 4
     assert instance.get_materialized_partitions(persona_agent.key) == {str(i) for i in ids if i != ids[2]}
     assert failed_partitions(instance, [str(i) for i in ids]) == {str(ids[2])}
 
 
-def test_status_report_counts_by_status(store, instance):
-    ids = store.add_personas(persona_rows(4))
-    store.try_claim(ids[0], "seed", __import__("datetime").timedelta(minutes=1))
-    store.record_agent(ids[0], "seed", agent_id="a-1", voice_id="v", conversation_prompt="p",
+def test_status_report_counts_by_status(env_store, instance):
+    ids = env_store.add_personas(persona_rows(4))
+    env_store.try_claim(ids[0], "seed", __import__("datetime").timedelta(minutes=1))
+    env_store.record_agent(ids[0], "seed", agent_id="a-1", voice_id="v", conversation_prompt="p",
                        voice_settings={}, config_hash="h", action="created", reason="seed")
-    with store.engine.begin() as connection:
+    with env_store.engine.begin() as connection:
         connection.exec_driver_sql(f"UPDATE personas SET name = '' WHERE id = {ids[1]}")
     result = dg.materialize(
         [defs.get_assets_def("agent_status_report")],
@@ -395,25 +397,25 @@ def test_status_report_counts_by_status(store, instance):
     assert metadata["count_missing"].value == 2
     assert "| missing | 2 |" in metadata["status_table"].value
     attention = metadata["needs_attention"].value
-    for persona in store.get_many(ids[2:]):
+    for persona in env_store.get_many(ids[2:]):
         assert f"| {persona.id} | {persona.name} | missing | no agent yet |" in attention
     assert f"| {ids[1]} |  | invalid | name" in attention
 
 
-def test_a_batched_run_rides_out_429s_5xx_and_dropped_responses(store, instance, sandbox):
+def test_a_batched_run_rides_out_429s_5xx_and_dropped_responses(env_store, instance, env_sandbox):
     """Transient API errors inside a run are retried with backoff (Retry-After honoured) and adopted after
     ambiguous failures: the run succeeds with exactly one agent per persona."""
-    ids = store.add_personas(persona_rows(40))
-    sandbox.configure(rate_limit=15, retry_after=True, error_rate=0.15, drop_after_create_rate=0.2, seed=5)
+    ids = env_store.add_personas(persona_rows(40))
+    env_sandbox.configure(rate_limit=15, retry_after=True, error_rate=0.15, drop_after_create_rate=0.2, seed=5)
 
     result, runs = run_sensor_tick(instance)
 
     assert all(run.success for run in runs)
-    stats = sandbox.stats()
+    stats = env_sandbox.stats()
     assert stats["rate_limited"] > 0 and stats["dropped"] > 0
     assert any(status.startswith("5") for status in stats["requests_by_status"])
-    agents = sandbox.agents()
-    recorded = {p.id: p.elevenlabs_agent_id for p in store.with_agents()}
+    agents = env_sandbox.agents()
+    recorded = {p.id: p.elevenlabs_agent_id for p in env_store.with_agents()}
     assert sorted(recorded) == ids
     assert sorted(agent["agent_id"] for agent in agents) == sorted(recorded.values())
     assert instance.get_materialized_partitions(persona_agent.key) == {str(i) for i in ids}
@@ -432,13 +434,13 @@ def test_checks_follow_ui_and_launchpad_runs_but_not_automated_ones():
     assert not skipped_its_checks(dg.DagsterRun(job_name=REPORT_JOB, run_id="report"))
 
 
-def test_an_upstream_edit_of_any_set_field_fails_the_check_and_materialize_repairs_and_names_it(store, instance, sandbox):
-    ids = store.add_personas(persona_rows(1))
+def test_an_upstream_edit_of_any_set_field_fails_the_check_and_materialize_repairs_and_names_it(env_store, instance, env_sandbox):
+    ids = env_store.add_personas(persona_rows(1))
     instance.add_dynamic_partitions(PARTITIONS, [str(ids[0])])
     assert execute_run_request(instance, range_request(ids)).success
-    agent = sandbox.gateway.store.get(store.get(ids[0]).elevenlabs_agent_id)
+    agent = env_sandbox.gateway.store.get(env_store.get(ids[0]).elevenlabs_agent_id)
     agent["conversation_config"]["agent"]["first_message"] = "Edited in the dashboard."
-    sandbox.gateway.store.put(agent)
+    env_sandbox.gateway.store.put(agent)
 
     checks = check_results(execute_run_request(instance, range_request(ids, checks_only=True)))
     repaired = execute_run_request(instance, dg.RunRequest(asset_selection=[persona_agent.key], tags=range_request(ids).tags))

@@ -35,14 +35,16 @@ RESOURCES = {"persona_store": PersonaStoreResource()}
 
 
 @pytest.fixture
-def sandbox():
+def env_sandbox():
+    """The sandbox the environment points the Dagster definitions at (see env_store)."""
     with SandboxServer(latency=0.005) as server:
         yield server
 
 
 @pytest.fixture
-def store(sqlite_store, monkeypatch, sandbox):
-    point_env_at(monkeypatch, sqlite_store.database_url, sandbox.url)
+def env_store(sqlite_store, monkeypatch, env_sandbox):
+    """A SQLite persona store that the Dagster definitions find through the environment, with env_sandbox."""
+    point_env_at(monkeypatch, sqlite_store.database_url, env_sandbox.url)
     return sqlite_store
 
 
@@ -54,10 +56,10 @@ def assert_each_registered_once_with_one_agent(store, instance, keys: list[str])
 
 
 def test_coinciding_ticks_of_both_sensors_store_each_baseline_once_and_every_new_persona_gets_its_run(
-        store, instance, sandbox):
-    earlier = [str(i) for i in store.add_personas(persona_rows(10))]
+        env_store, instance, env_sandbox):
+    earlier = [str(i) for i in env_store.add_personas(persona_rows(10))]
     registered_earlier, _ = run_tick(persona_partitions_sensor, instance, RESOURCES)
-    burst = [str(i) for i in store.add_personas(persona_rows(20, start=10))]
+    burst = [str(i) for i in env_store.add_personas(persona_rows(20, start=10))]
 
     # The daemon evaluates both sensors in parallel threads: neither sees the other's registration.
     (partitions, first), first_runs = run_ticks_together(
@@ -65,7 +67,7 @@ def test_coinciding_ticks_of_both_sensors_store_each_baseline_once_and_every_new
     (_, second), second_runs = run_ticks_together(
         [(persona_partitions_sensor, partitions.cursor), (new_personas_sensor, first.cursor)], instance, RESOURCES)
 
-    assert_each_registered_once_with_one_agent(store, instance, earlier + burst)
+    assert_each_registered_once_with_one_agent(env_store, instance, earlier + burst)
     assert all(run.success for run in first_runs + second_runs)
     # The personas registered before run at once; the burst one tick later, once the partitions sensor's is in.
     assert [range_of(request) for request in first.run_requests] == [(earlier[0], earlier[-1])]
@@ -75,8 +77,8 @@ def test_coinciding_ticks_of_both_sensors_store_each_baseline_once_and_every_new
 
 
 def test_while_the_partitions_sensors_baselines_are_being_stored_new_personas_sensor_waits_for_its_partitions(
-        store, instance):
-    keys = [str(i) for i in store.add_personas(persona_rows(5))]
+        env_store, instance):
+    keys = [str(i) for i in env_store.add_personas(persona_rows(5))]
     registering = persona_partitions_sensor(dg.build_sensor_context(instance=instance, resources=RESOURCES))
     # The daemon stores a tick's baselines before its partitions: minutes for a large burst.
     apply_asset_events(instance, registering.asset_events)
@@ -95,8 +97,8 @@ def test_while_the_partitions_sensors_baselines_are_being_stored_new_personas_se
 
 
 def test_with_the_partitions_sensor_stopped_new_personas_sensor_registers_them_with_their_baselines(
-        store, instance, sandbox):
-    keys = [str(i) for i in store.add_personas(persona_rows(12))]
+        env_store, instance, env_sandbox):
+    keys = [str(i) for i in env_store.add_personas(persona_rows(12))]
     cursor = None
     for _ in range(TICKS_LEFT_TO_PARTITIONS_SENSOR):  # the ticks persona_partitions_sensor is given
         waiting, runs = run_tick(new_personas_sensor, instance, RESOURCES, cursor)
@@ -106,7 +108,7 @@ def test_with_the_partitions_sensor_stopped_new_personas_sensor_registers_them_w
     registering, runs = run_tick(new_personas_sensor, instance, RESOURCES, cursor)
 
     assert runs and all(run.success for run in runs)
-    assert_each_registered_once_with_one_agent(store, instance, keys)
+    assert_each_registered_once_with_one_agent(env_store, instance, keys)
     assert instance.get_materialized_partitions(persona_agent.key) == set(keys)
     later, runs = run_tick(new_personas_sensor, instance, RESOURCES, registering.cursor)
     assert isinstance(later, dg.SkipReason) and runs == []

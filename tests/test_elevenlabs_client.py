@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 
 import pytest
@@ -23,6 +22,7 @@ from persona_agents_pipeline.elevenlabs.errors import (
     error_from_response,
 )
 from persona_agents_pipeline.elevenlabs.rate_limit import RequestLimiter
+from persona_agents_pipeline.sandbox.local_servers import free_port
 
 from http_helpers import RecordingServer, scripted_server
 
@@ -194,9 +194,7 @@ def test_create_dropped_after_create_is_ambiguous_and_not_retried(sandbox):
 
 
 def test_refused_connection_was_never_sent():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     client = ElevenLabsClient(KEY, f"http://127.0.0.1:{port}", max_attempts=2, **FAST)
     with pytest.raises(ApiConnectionError) as info:
         client.create_agent({"conversation_config": {}})
@@ -293,8 +291,6 @@ def test_connection_report_for_restricted_wrong_and_missing_keys(sandbox):
 
 
 def test_connection_report_unreachable():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     report = ElevenLabsClient(KEY, f"http://127.0.0.1:{port}", max_attempts=1).test_connection({})
     assert report.reachable is False and report.problems

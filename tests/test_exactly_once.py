@@ -1,4 +1,4 @@
-"""Exactly one agent per persona under concurrency, injected faults and SIGKILL (issue 4)."""
+"""Exactly one agent per persona under concurrency, injected faults and SIGKILL."""
 
 import multiprocessing
 import os
@@ -15,7 +15,8 @@ from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
 from persona_agents_pipeline.provisioning import ProvisioningService
 from persona_agents_pipeline.sandbox import SandboxServer
-from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, PROJECT_TAG, identity_tag
+from persona_agents_pipeline.identity import PROJECT_TAG, identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE
 
 
 def assert_exactly_one_agent_each(store, agents, persona_ids):

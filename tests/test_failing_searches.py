@@ -1,5 +1,5 @@
 """Exactly one agent per persona when the adoption search itself fails, when duplicates already exist,
-when personas vanish mid-create and when DELETE answers are lost (issue 9), on SQLite and PostgreSQL.
+when personas vanish mid-create and when DELETE answers are lost, on SQLite and PostgreSQL.
 
 Faults are the sandbox's, over real HTTP: creates that are carried out but never answered, searches
 answering non-JSON / 400 / 401 / 429 / too late, DELETEs never answered.
@@ -15,7 +15,8 @@ from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
 from persona_agents_pipeline.models import utcnow
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
 from persona_agents_pipeline.sandbox import SandboxServer
-from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, agent_payload, parse_identity_tag
+from persona_agents_pipeline.identity import parse_identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, agent_payload
 
 from test_exactly_once import assert_exactly_one_agent_each
 

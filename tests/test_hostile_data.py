@@ -1,4 +1,4 @@
-"""Hostile and legacy data (issue 9): markup and terminal escapes in names, CSV formulas, CSV fidelity,
+"""Hostile and legacy data: markup and terminal escapes in names, CSV formulas, CSV fidelity,
 legacy agent ids and voice settings, malformed identity tags on remote agents."""
 
 import csv
@@ -10,7 +10,8 @@ from cli_helpers import run
 
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.store import PersonaStore
-from persona_agents_pipeline.voice_policy import PROJECT_TAG, agent_payload, parse_identity_tag
+from persona_agents_pipeline.identity import PROJECT_TAG, parse_identity_tag
+from persona_agents_pipeline.voice_policy import agent_payload
 
 HEADER = "name,temper_level,chattiness,emotional_attachment"
 

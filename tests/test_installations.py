@@ -1,5 +1,5 @@
 """Several installations (persona databases) on one ElevenLabs account: each plans, applies and adopts
-only its own agents; agents tagged before installations existed are retagged, never deleted (issue 9)."""
+only its own agents; agents tagged before installations existed are retagged, never deleted."""
 
 from sqlalchemy import text
 
@@ -8,12 +8,8 @@ from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
 from persona_agents_pipeline.provisioning import ProvisioningService
 from persona_agents_pipeline.reconcile import Action, apply_plan, build_plan
 from persona_agents_pipeline.store import PersonaStore
-from persona_agents_pipeline.voice_policy import (
-    DEFAULT_VOICE_CATALOGUE,
-    LEGACY_INSTALLATION,
-    agent_payload,
-    identity_tag,
-)
+from persona_agents_pipeline.identity import LEGACY_INSTALLATION, identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, agent_payload
 
 
 def installation(url, sandbox):

@@ -1,5 +1,5 @@
-"""The API key never reaches output, logs, exceptions or Dagster storage, whatever shape it arrives in
-(issue 9): surrounding whitespace is stripped, anything else inside a key is refused before any request."""
+"""The API key never reaches output, logs, exceptions or Dagster storage, whatever shape it arrives in:
+surrounding whitespace is stripped, anything else inside a key is refused before any request."""
 
 import logging
 from pathlib import Path

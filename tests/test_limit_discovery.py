@@ -13,7 +13,7 @@ from persona_agents_pipeline.config import Settings
 from persona_agents_pipeline.elevenlabs.budget import DEFAULT_CONCURRENCY, PLAN_CONCURRENCY
 from persona_agents_pipeline.sandbox import SandboxServer
 from persona_agents_pipeline.sandbox.data import USER
-from persona_agents_pipeline.voice_policy import PersonaSpec
+from persona_agents_pipeline.persona_validation import PersonaSpec
 
 KEY = "sandbox-test-key"
 ANNOUNCED = 7  # unlike the default (2), the sandbox's plan (starter: 3) and its stock /v1/user figure (10)

@@ -17,9 +17,9 @@ import time
 
 import pytest
 from cluster_helpers import REPO, LocalCluster, instance_yaml, max_overlap, rabbitmq_unavailable_reason
-from waiting import wait_until
 
 from persona_agents_pipeline.defs.dagster_internals import RANGE_END_TAG, RANGE_START_TAG
+from persona_agents_pipeline.sandbox.local_servers import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

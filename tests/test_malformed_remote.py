@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from persona_agents_pipeline.cli import main
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
-from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, PROJECT_TAG, identity_tag
+from persona_agents_pipeline.identity import PROJECT_TAG, identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE
 
 NAMED = ("agent_tags_text", "agent_tags_number", "agent_no_name", "agent_name_number")
 

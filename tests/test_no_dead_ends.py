@@ -12,7 +12,7 @@ from cli_helpers import run
 from persona_agents_pipeline.config import ConfigurationError, load_api_key
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.store import PersonaStore
-from persona_agents_pipeline.voice_policy import MAX_PERSONA_ID, PROJECT_TAG, identity_of
+from persona_agents_pipeline.identity import MAX_PERSONA_ID, PROJECT_TAG, identity_of
 
 
 def one_line(result) -> str:

@@ -3,7 +3,7 @@ request schemas, so a payload the real API would refuse fails here first.
 
 The schemas come from a vendored extract of ElevenLabs' OpenAPI document (tests/contract/), so the tests
 run on any clone; `test_the_vendored_extract_matches_the_published_document` compares it with the full
-document where that is present (../shared/elevenlabs-openapi.json next to the clone). Regenerate with
+published document (https://api.elevenlabs.io/openapi.json) where a copy is saved as PUBLISHED. Regenerate with
 `python tests/test_openapi_contract.py path/to/elevenlabs-openapi.json`.
 """
 
@@ -60,7 +60,8 @@ from sqlalchemy import text  # noqa: E402
 
 from persona_agents_pipeline.config import Settings  # noqa: E402
 from persona_agents_pipeline.provisioning import ProvisioningService  # noqa: E402
-from persona_agents_pipeline.voice_policy import AgentTemplate, PersonaSpec  # noqa: E402
+from persona_agents_pipeline.persona_validation import PersonaSpec  # noqa: E402
+from persona_agents_pipeline.voice_policy import AgentTemplate  # noqa: E402
 
 FRAGMENT = json.loads(EXTRACT.read_text())
 

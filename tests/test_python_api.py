@@ -6,7 +6,7 @@ from persona_agents_pipeline import python_api
 from persona_agents_pipeline.config import Settings
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.provisioning import AgentGoneError, Outcome, ProvisioningService
-from persona_agents_pipeline.voice_policy import InvalidPersonaError
+from persona_agents_pipeline.persona_validation import InvalidPersonaError
 
 
 def service_for(store, sandbox, *, auto_create):

@@ -18,7 +18,6 @@ from cli_helpers import run
 from test_exactly_once import assert_exactly_one_agent_each
 from test_failing_searches import agents_per_persona, service_for
 from test_reconcile import execute, plan_json, planned, provisioned, recorded_agents
-from waiting import wait_until
 
 from persona_agents_pipeline.config import ConfigurationError, Settings
 from persona_agents_pipeline.demo_data import demo_personas
@@ -28,7 +27,9 @@ from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
 from persona_agents_pipeline.reconcile import apply_plan, build_plan
 from persona_agents_pipeline.sandbox import SandboxServer
-from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, PROJECT_TAG, identity_marker, identity_tag
+from persona_agents_pipeline.sandbox.local_servers import wait_until
+from persona_agents_pipeline.identity import PROJECT_TAG, identity_marker, identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE
 
 
 def claimed(store):

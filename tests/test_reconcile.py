@@ -8,14 +8,8 @@ from cli_helpers import run
 from persona_agents_pipeline.demo_data import demo_personas
 from persona_agents_pipeline.provisioning import Outcome, ProvisioningService
 from persona_agents_pipeline.drift import drifted_hashes
-from persona_agents_pipeline.voice_policy import (
-    DEFAULT_VOICE_CATALOGUE,
-    PROJECT_TAG,
-    agent_payload,
-    choose_voice,
-    identity_tag,
-    voice_settings,
-)
+from persona_agents_pipeline.identity import PROJECT_TAG, identity_tag
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, agent_payload, choose_voice, voice_settings
 
 
 def provisioned(store, count):

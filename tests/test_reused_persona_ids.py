@@ -11,7 +11,8 @@ from persona_agents_pipeline.elevenlabs.client import ElevenLabsClient
 from persona_agents_pipeline.provisioning import ProvisioningService
 from persona_agents_pipeline.reconcile import Action, apply_plan, build_plan
 from persona_agents_pipeline.store import PersonaStore
-from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE, PROJECT_TAG, identity_of
+from persona_agents_pipeline.identity import PROJECT_TAG, identity_of
+from persona_agents_pipeline.voice_policy import DEFAULT_VOICE_CATALOGUE
 
 APPLICATION_TABLE = """
 CREATE TABLE personas (

@@ -1,4 +1,4 @@
-"""The sandbox speaks the agents API wire format (reference §2, §4, §9). Raw HTTP, no client."""
+"""The sandbox speaks the agents API wire format: endpoints, error bodies, limits and faults. Raw HTTP, no client."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import struct
 
 import pytest
 import requests
-from waiting import wait_until
 
 from persona_agents_pipeline.sandbox import SandboxServer
+from persona_agents_pipeline.sandbox.local_servers import wait_until
 
 KEY = {"xi-api-key": "sandbox-test-key"}
 EN_OK = {"conversation_config": {"agent": {"language": "en"}, "tts": {"model_id": "eleven_turbo_v2"}}}

@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from persona_agents_pipeline.store import PersonaStore
-from persona_agents_pipeline.voice_policy import InvalidPersonaError
+from persona_agents_pipeline.persona_validation import InvalidPersonaError
 
 AGENT_COLUMNS = {"elevenlabs_agent_id", "voice_id", "conversation_prompt", "voice_settings", "agent_created_at"}
 LEGACY_TABLE = """

@@ -5,22 +5,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from persona_agents_pipeline.voice_policy import (
-    DEFAULT_VOICE_CATALOGUE,
+from persona_agents_pipeline.identity import (
     LEGACY_INSTALLATION,
     MAX_PERSONA_ID,
     PROJECT_TAG,
     InvalidInstallationIdError,
-    InvalidPersonaError,
-    agent_payload,
-    choose_voice,
-    config_hash,
     identity_marker,
     identity_of,
     identity_tag,
     parse_identity_tag,
     validate_installation_id,
-    validate_persona,
+)
+from persona_agents_pipeline.persona_validation import InvalidPersonaError, validate_persona
+from persona_agents_pipeline.voice_policy import (
+    DEFAULT_VOICE_CATALOGUE,
+    agent_payload,
+    choose_voice,
+    config_hash,
     voice_settings,
 )
 
@@ -124,7 +125,7 @@ def test_invalid_personas_are_refused_naming_persona_and_field(kwargs, field, fr
 def test_control_character_pattern_is_exactly_unicode_cc_except_tab_and_newline():
     import unicodedata
 
-    from persona_agents_pipeline.voice_policy import CONTROL_CHARACTERS
+    from persona_agents_pipeline.persona_validation import CONTROL_CHARACTERS
 
     every = "".join(map(chr, range(0x110000))).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     matched = set(CONTROL_CHARACTERS.findall(every))

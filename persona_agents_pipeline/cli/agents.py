@@ -16,7 +16,9 @@ from ..display import csv_cell, markup_safe, plain
 from ..models import Persona, utcnow
 from ..provisioning import Outcome, ProvisioningService, ProvisionResult
 from ..store import PersonaStore
-from ..voice_policy import MAX_PERSONA_ID, InvalidPersonaError, choose_voice
+from ..identity import MAX_PERSONA_ID
+from ..persona_validation import InvalidPersonaError
+from ..voice_policy import choose_voice
 from .common import (
     CommandError,
     confirm_or_refuse,

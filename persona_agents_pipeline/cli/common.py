@@ -21,8 +21,9 @@ from ..config import ConfigurationError, Settings, database_url_origin, load_api
 from ..display import markup_safe
 from ..elevenlabs.errors import ElevenLabsError, MalformedResponseError
 from ..provisioning import ProvisioningService
-from ..store import PersonaNotFoundError, PersonaStore, SchemaError
-from ..voice_policy import InvalidPersonaError
+from ..schema_errors import SchemaError
+from ..store import PersonaNotFoundError, PersonaStore
+from ..persona_validation import InvalidPersonaError
 
 console = Console(stderr=True)  # progress, warnings and errors
 out = Console(highlight=False)  # the command's answer

@@ -6,11 +6,11 @@ import click
 
 from ..client_factory import build_client
 from ..config import Settings
+from ..database_identity import database_identity
 from ..elevenlabs.errors import NotFoundError
 from ..installation import (
     InstallationError,
     adopt_installation,
-    database_identity,
     fresh_installation_id,
     read_installation,
     recorded_agent_ids,

@@ -12,7 +12,7 @@ from ..display import markup_safe, plain
 from ..drift import desired_config_hash
 from ..exactly_once import UnsettledCreateError
 from ..models import utcnow
-from ..voice_policy import TRAIT_FIELDS, InvalidPersonaError
+from ..persona_validation import TRAIT_FIELDS, InvalidPersonaError
 from .common import (
     CommandError,
     confirm_or_refuse,

@@ -13,7 +13,8 @@ from ..client_factory import build_client
 from ..config import ConfigurationError, Settings
 from ..elevenlabs.client import ElevenLabsClient
 from ..provisioning import ProvisioningService
-from ..store import PersonaStore, SchemaError
+from ..schema_errors import SchemaError
+from ..store import PersonaStore
 from ..voice_policy import AgentTemplate
 
 log = logging.getLogger(__name__)

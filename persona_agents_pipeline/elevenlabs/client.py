@@ -1,4 +1,4 @@
-"""HTTP client for the ElevenLabs agents API (reference §2, §4).
+"""HTTP client for the ElevenLabs agents API.
 
 Retry policy, and why:
 
@@ -11,7 +11,7 @@ Retry policy, and why:
   caller for its Retry-After; `system_busy` means ElevenLabs is overloaded: every caller pauses with
   exponential backoff.
 * POST create is not idempotent: a retry after the request may have reached
-  the server can create a duplicate agent (reference §4.4). Only failures that
+  the server can create a duplicate agent (as the official SDK's retries do). Only failures that
   prove nothing was created are retried: 429, and connections that were never
   made. Everything else is raised; `error.ambiguous` tells the caller to look
   for the agent before creating it again.

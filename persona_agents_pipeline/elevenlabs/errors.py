@@ -1,7 +1,7 @@
 """Typed errors for the ElevenLabs agents API.
 
 `error_from_response` turns any error body the API is known to send into one of
-these classes (reference §4.1): the current envelope
+these classes: the current envelope (documented at https://elevenlabs.io/docs/eleven-api/resources/errors)
 ``{"detail": {"type", "code", "status", "message", "request_id"}}``, the legacy
 ``{"detail": {"status", "message"}}``, FastAPI's 422 ``{"detail": [...]}`` and
 plain-text bodies (proxies, load balancers).

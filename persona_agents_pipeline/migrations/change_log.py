@@ -10,6 +10,7 @@ import sqlalchemy as sa
 VERSION_TABLE = "persona_agents_alembic_version"
 CHANGE_LOG_TABLE = "persona_agents_changes"
 EVENTS_TABLE = "persona_agents_events"
+INSTALLATION_TABLE = "persona_agents_installation"
 EVENTS_INDEX = "ix_persona_agents_events_persona_id"
 BIRTH_INDEX = "ix_persona_agents_changes_persona_id_change"
 TRIGGER_PREFIX = "persona_agents_changes_on_"

@@ -1,6 +1,7 @@
-"""Static answers of the sandbox: defaults, voices, user, models (reference §3.1, §2.8, §6).
+"""Static answers of the sandbox: the agent config's defaults, the premade voices, and the user and models
+that a connection test reads.
 
-Bodies follow the examples in the official OpenAPI spec, trimmed to the
+Bodies follow the examples in the official OpenAPI spec (https://api.elevenlabs.io/openapi.json), trimmed to the
 required fields plus the ones a client is likely to read.
 """
 
@@ -56,7 +57,8 @@ ACCESS_INFO: dict[str, Any] = {
     "is_creator": True, "creator_name": "Sandbox User", "creator_email": "sandbox@example.com", "role": "admin",
 }
 
-# Language/model rule (reference §3.1): English needs a v2 English model, others a v2_5 model.
+# The API's language/model rule: English needs a v2 English model ("English Agents must use turbo or flash v2"),
+# other languages a v2_5 model.
 ENGLISH_MODELS = frozenset({"eleven_turbo_v2", "eleven_flash_v2", "eleven_v3_conversational"})
 
 LEGACY_VOICES = {

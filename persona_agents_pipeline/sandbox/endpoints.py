@@ -1,5 +1,5 @@
 """The API's endpoints as ElevenLabs serves them, behind the gateway's limits and auth: agents (create, get,
-patch, delete, duplicate, list) and voices (reference §2). Faults tied to one endpoint strike here."""
+patch, delete, duplicate, list) and voices. Faults tied to one endpoint strike here."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the sandbox can be told to do wrong, as the real API does under load (reference §4, §9): limits and
+"""What the sandbox can be told to do wrong, as the real API does under load: limits and
 faults (`SandboxConfig`, changeable at runtime), the seeded dice that decide when a fault strikes, and the
 answers of the faults that are not tied to one endpoint."""
 

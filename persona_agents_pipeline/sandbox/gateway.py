@@ -2,7 +2,7 @@
 
 `SandboxGateway.handle` takes one parsed request and returns a `Reply` (or `DROP`, meaning "close the
 connection without answering"). Limits and faults are applied here, in this order: concurrency limit,
-rate limit, latency, auth, random 5xx, then the route itself (reference §2, §4, §9). It also keeps the
+rate limit, latency, auth, random 5xx, then the route itself. It also keeps the
 counts and the request log that tests and benchmarks read, and serves the loopback-only `/_sandbox/` admin.
 """
 

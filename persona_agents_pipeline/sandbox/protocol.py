@@ -1,5 +1,5 @@
-"""How the sandbox answers, shaped like the real API: replies, error details, and FastAPI-style 422 issues
-for bad query parameters (reference §4)."""
+"""How the sandbox answers, shaped like the real API: replies, error details (the envelopes of
+https://elevenlabs.io/docs/eleven-api/resources/errors), and FastAPI-style 422 issues for bad query parameters."""
 
 from __future__ import annotations
 

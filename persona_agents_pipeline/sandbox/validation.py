@@ -1,4 +1,5 @@
-"""Request validation of the sandbox, answering in pydantic-v2 / FastAPI 422 style (reference §4.1c)."""
+"""Request validation of the sandbox, answering in pydantic-v2 / FastAPI 422 style, the body every agent endpoint
+declares for 422 in the OpenAPI spec: `{"detail": [{"type", "loc", "msg", "input", "ctx"}]}`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from .data import CONVERSATION_CONFIG_DEFAULTS, ENGLISH_MODELS
 
 Loc = list[str | int]
 
-# (field, lower bound, upper bound) for conversation_config.tts (reference §3.1).
+# (field, lower bound, upper bound) for conversation_config.tts: the ranges the API accepts.
 _TTS_RANGES = (("stability", 0.0, 1.0), ("similarity_boost", 0.0, 1.0), ("speed", 0.7, 1.2))
 
 
@@ -25,7 +26,7 @@ def issue(kind: str, loc: Loc, msg: str, value: Any, ctx: dict[str, Any] | None 
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """Dicts merge recursively; arrays and scalars replace (reference §2.3)."""
+    """Dicts merge recursively; arrays and scalars replace: how the API's PATCH merges an agent's config."""
     merged = copy.deepcopy(base)
     for key, value in patch.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):

@@ -18,7 +18,7 @@ from persona_agents_pipeline.migrations.change_log import (
     change_log_triggers,
     event_columns,
 )
-from persona_agents_pipeline.store import SchemaError
+from persona_agents_pipeline.schema_errors import SchemaError
 
 revision = "0001_agent_columns"
 down_revision = None

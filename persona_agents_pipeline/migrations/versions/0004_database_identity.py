@@ -12,11 +12,12 @@
 import sqlalchemy as sa
 from alembic import op
 
-from persona_agents_pipeline.installation import INSTALLATION_TABLE, database_identity
+from persona_agents_pipeline.database_identity import database_identity
 from persona_agents_pipeline.migrations.change_log import (
     BIRTH_INDEX,
     CHANGE_LOG_TABLE,
     EVENTS_TABLE,
+    INSTALLATION_TABLE,
     TRIGGER_PREFIX,
     birth_of,
     change_log_triggers,
