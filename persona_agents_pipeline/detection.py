@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .elevenlabs.listing import SkippedAgent
-from .exactly_once import unix_to_datetime
-from .models import Persona, utcnow
+from .models import Persona, utc_from_unix, utcnow
 from .provisioning import ProvisioningService
 from .reconcile import _remote_project_agents
 
@@ -70,7 +69,7 @@ def _recorded_lately(persona: Persona, since: datetime) -> bool:
 
 
 def _created_lately(agent: dict[str, Any], since: datetime) -> bool:
-    created = unix_to_datetime(agent.get("created_at_unix_secs"))
+    created = utc_from_unix(agent.get("created_at_unix_secs"))
     return created is not None and created >= since
 
 
