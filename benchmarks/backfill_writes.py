@@ -41,7 +41,7 @@ def backfill_all(instance, keys: list[str], backfill_id: str) -> list:
     import dagster as dg
 
     from persona_agents_pipeline.defs.assets import persona_agent
-    from persona_agents_pipeline.defs.dagster_tags import BACKFILL_TAG
+    from persona_agents_pipeline.defs.dagster_internals import BACKFILL_TAG
     from persona_agents_pipeline.defs.partitions import RUN_BATCH_SIZE
     from persona_agents_pipeline.defs.run_requests import range_run_request
     from persona_agents_pipeline.in_process_runs import execute_run_request

@@ -1,9 +1,9 @@
-"""Draw the package's layers from its imports, as a Mermaid graph for the README's Architecture section.
+"""Draw the package's layers from its imports, as a Mermaid graph for docs/architecture.md.
 
-    python docs/architecture.py > docs/architecture.mmd
+    python docs/architecture.py     # prints the graph; paste it into docs/architecture.md
 
 Each node is one concept's home (a module or a folder); an arrow means "imports" (an arrow implied by a
-longer path is left out). The README shows the output, so the picture is the code's own import graph.
+longer path is left out). docs/architecture.md shows the output, so the picture is the code's own import graph.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ LAYERS: list[tuple[str, dict[str, str]]] = [
                       "demo": "demo.py", "in_process_runs": "in_process_runs.py"}),
     ("Dagster layer", {"definitions": "definitions.py", "defs": "defs/ (assets, checks, sensors, schedules)"}),
     ("service", {"reconcile": "reconcile.py (plan, apply)", "detection": "detection.py (gone agents, orphans)",
-                 "provisioning": "provisioning.py (one service)",
+                 "agent_status": "agent_status.py (one status model)",
+                 "provisioning": "provisioning.py (one service)", "batch": "batch.py (batches, Ctrl-C)",
                  "exactly_once": "exactly_once.py (exactly one agent)"}),
     ("infrastructure", {"client_factory": "client_factory.py", "elevenlabs": "elevenlabs/ (client, shared budget)",
                         "store": "store.py, migrations/ (queries, claims, change log)", "config": "config.py (settings)",
                         "sandbox": "sandbox/ (local ElevenLabs)"}),
     ("domain (no I/O)", {"drift": "drift.py", "models": "models.py (the persona row)",
+                         "agent_comparison": "agent_comparison.py (remote agent vs desired payload)",
                          "outcomes": "outcomes.py (what an operation did)",
                          "voice_policy": "voice_policy.py (voice, settings, prompt, payload)",
                          "identity": "identity.py (identity tags, installation ids)",

@@ -11,7 +11,7 @@ from dagster._core.execution.backfill import BulkActionStatus
 from persona_agents_pipeline.defs.assets import persona_agent
 from persona_agents_pipeline.defs.checks import EXISTS, MATCHES, persona_agent_checks
 from persona_agents_pipeline.defs.checks_after_materialize import checks_after_materialize_sensor
-from persona_agents_pipeline.defs.dagster_tags import DATA_VERSION_TAG
+from persona_agents_pipeline.defs.dagster_internals import DATA_VERSION_TAG
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import ElevenLabsResource, PersonaStoreResource, provisioning_service
 from persona_agents_pipeline.defs.run_requests import ENSURE_RUN_CONFIG, range_run_request
