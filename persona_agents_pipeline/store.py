@@ -28,16 +28,11 @@ from .migrations.change_log import VERSION_TABLE, birth_of
 from .models import AgentEvent, Persona, PersonaChange, utcnow
 from .identity import MAX_PERSONA_ID
 from .persona_validation import InvalidPersonaError, validate_persona
-from .schema_errors import SchemaError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The persona's own fields, in validate_persona's order; everything else belongs to its agent.
 EDITABLE_FIELDS = ("name", "temper_level", "chattiness", "emotional_attachment", "description")
 ID_CHUNK = 500  # ids per IN (...) list: inside every SQLite's limit (999 variables before 3.32) and PostgreSQL's
-
-
-class SchemaOutOfDateError(SchemaError):
-    """The database lacks tables this version needs; `persona-agents db upgrade` adds them."""
 
 
 class PersonaNotFoundError(LookupError):
@@ -447,5 +442,4 @@ class PersonaStore:
             return session.scalar(select(func.max(PersonaChange.seq))) or 0
 
 
-__all__ = ["PersonaStore", "PersonaNotFoundError", "AgentRecordedElsewhereError", "InvalidPersonaError", "Claim",
-           "SchemaOutOfDateError"]
+__all__ = ["PersonaStore", "PersonaNotFoundError", "AgentRecordedElsewhereError", "InvalidPersonaError", "Claim"]
