@@ -244,7 +244,7 @@ class ProvisioningService(ExactlyOnce):
                 self.store.release_claim(persona_id, self.owner, create_may_have_happened=False)
                 return self.ensure_agent(persona_id)
             try:
-                # PATCH deep-merges (reference §2.3): every field we manage is sent, so each is overwritten.
+                # The API deep-merges a PATCH into the agent: every field we manage is sent, so each is overwritten.
                 self.client.update_agent(agent_id, payload)
             except NotFoundError:
                 self.store.release_claim(persona_id, self.owner, create_may_have_happened=False)

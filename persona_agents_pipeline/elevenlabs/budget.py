@@ -60,9 +60,9 @@ logger = logging.getLogger(__name__)
 
 # How much each kind of evidence about the account's concurrency is trusted; a higher one replaces a lower.
 SOURCE_RANK = {"default": 0, "configuration": 1, "plan": 2, "account": 3, "header": 4}
-# The smallest plan's concurrency (Free, ../shared/elevenlabs-api.md §5): safe when nothing is known.
+# The smallest plan's concurrency (Free, per ElevenLabs' published plan limits): safe when nothing is known.
 DEFAULT_CONCURRENCY = 2
-# Documented concurrency per plan (§5, the Multilingual v2 column: the conservative one).
+# Documented concurrency per plan (https://elevenlabs.io/pricing; the Multilingual v2 column, the conservative one).
 PLAN_CONCURRENCY = {"free": 2, "starter": 3, "creator": 5, "pro": 10, "scale": 15, "business": 15}
 CUT_FACTOR = 0.75
 QUIET_SECONDS_BEFORE_GROWTH = 5.0
