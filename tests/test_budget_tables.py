@@ -90,3 +90,26 @@ def test_the_budget_never_runs_the_first_upgrade_of_an_applications_personas_tab
         assert set(inspect(connection).get_table_names()) == {"personas"}
         assert [column["name"] for column in inspect(connection).get_columns("personas")] == ["id", "name"]
     engine.dispose()
+
+
+def _open_the_budget(database_url: str, ready) -> None:
+    ready.wait()
+    SharedBudget(budget_backend(database_url), "acct").state(fresh=True)
+
+
+def test_processes_opening_a_new_budget_database_at_once_all_get_one_set_of_tables(database_url, closed_budgets):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    ready = context.Barrier(4)
+    processes = [context.Process(target=_open_the_budget, args=(database_url, ready)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    store = PersonaStore(database_url)
+    with store.engine.connect() as connection:
+        assert NEW_TABLES <= set(inspect(connection).get_table_names())
+        assert connection.execute(text("SELECT count(*) FROM persona_agents_installation")).scalar() == 1
+    assert store.upgrade() == []
