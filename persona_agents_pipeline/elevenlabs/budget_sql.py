@@ -1,9 +1,9 @@
 """The shared API budget in a SQL database: the personas database (SQLite or PostgreSQL) by default.
 
 Three small tables, `persona_agents_budget_*`, made by the project's migrations like its other tables
-(client_factory runs them where the budget finds its tables missing). Every primitive is one short transaction: on SQLite the store's engine begins it with BEGIN
-IMMEDIATE (writers queue); on PostgreSQL rows are locked FOR UPDATE SKIP LOCKED, so concurrent callers take
-different slots instead of waiting on each other.
+(client_factory runs them where the budget finds its tables missing). Every primitive is one short
+transaction: on SQLite the store's engine begins it with BEGIN IMMEDIATE (writers queue); on PostgreSQL rows
+are locked FOR UPDATE SKIP LOCKED, so concurrent callers take different slots instead of waiting on each other.
 """
 
 from __future__ import annotations
