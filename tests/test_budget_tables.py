@@ -16,9 +16,9 @@ NEW_TABLES = {"persona_agents_budget_accounts", "persona_agents_budget_slots", "
 # As an earlier version made them on first use, outside the migrations.
 OLD_TABLES = [
     "CREATE TABLE api_budget_accounts (account VARCHAR(64) NOT NULL, account_limit INTEGER NOT NULL, "
-    "concurrency INTEGER NOT NULL, source VARCHAR(16) NOT NULL, paused_until FLOAT NOT NULL, changed_at FLOAT NOT NULL, "
-    "interactive_seen_at FLOAT NOT NULL, version INTEGER NOT NULL, rate FLOAT DEFAULT '0' NOT NULL, "
-    "rate_changed_at FLOAT DEFAULT '0' NOT NULL, PRIMARY KEY (account))",
+    "concurrency INTEGER NOT NULL, source VARCHAR(16) NOT NULL, paused_until FLOAT NOT NULL, "
+    "changed_at FLOAT NOT NULL, interactive_seen_at FLOAT NOT NULL, version INTEGER NOT NULL, "
+    "rate FLOAT DEFAULT '0' NOT NULL, rate_changed_at FLOAT DEFAULT '0' NOT NULL, PRIMARY KEY (account))",
     "CREATE TABLE api_budget_slots (account VARCHAR(64) NOT NULL, slot INTEGER NOT NULL, holder VARCHAR(32), "
     "lease_until FLOAT NOT NULL, PRIMARY KEY (account, slot))",
     "CREATE TABLE api_budget_starts (account VARCHAR(64) NOT NULL, slot INTEGER NOT NULL, started_at FLOAT NOT NULL, "
