@@ -8,11 +8,16 @@ import hashlib
 import threading
 from urllib.parse import urlsplit
 
+from sqlalchemy import inspect
+from sqlalchemy.exc import DBAPIError
+
 from .config import BUDGET_OFF, ConfigurationError, Settings, load_api_key
 from .elevenlabs.budget import BudgetBackend, Priority, SharedBudget
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.rate_limit import RequestLimiter
 from .engines import shared_engine
+from .migrations.change_log import VERSION_TABLE
+from .store import PersonaStore, SchemaError, SchemaOutOfDateError
 
 _backends: dict[str, BudgetBackend] = {}
 _backends_lock = threading.Lock()
@@ -43,16 +48,44 @@ def _open_backend(url: str, outage_seconds: float) -> BudgetBackend:
             backend = RedisBudgetBackend(url, outage_seconds=outage_seconds)
             backend.client.ping()
             return backend
-        from .elevenlabs.budget_sql import SqlBudgetBackend
-
-        # The store's own engine when the budget lives in the personas database: one pool per process.
-        return SqlBudgetBackend(shared_engine(url))
+        return _open_sql_backend(url)
+    except SchemaError:
+        raise  # says what to run
     except Exception as exc:  # any driver's failure to connect or parse: say which setting to fix
-        shown = urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl()
         raise ConfigurationError(
-            f"the API budget store {shown} cannot be used ({type(exc).__name__}); check "
+            f"the API budget store {_shown(url)} cannot be used ({type(exc).__name__}); check "
             "PERSONA_AGENTS_BUDGET_URL (or PERSONAS_DATABASE_URL, where the budget lives by default)"
         ) from None
+
+
+def _shown(url: str) -> str:
+    return urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl()
+
+
+def _open_sql_backend(url: str) -> BudgetBackend:
+    from .elevenlabs.budget_sql import SqlBudgetBackend, missing_tables
+
+    # The store's own engine when the budget lives in the personas database: one pool per process.
+    engine = shared_engine(url)
+    if missing_tables(engine):
+        tables = set(inspect(engine).get_table_names())
+        if "personas" in tables and VERSION_TABLE not in tables:
+            # An application's `personas` table the project never migrated: its first upgrade alters that
+            # table and may stop to ask for a decision, so it is the operator's to run, never a side effect.
+            raise SchemaOutOfDateError(
+                f"the API budget's tables are missing from {_shown(url)}, whose `personas` table persona-agents has "
+                "not set up yet: run `persona-agents db upgrade` with PERSONAS_DATABASE_URL set to this database, "
+                "or point PERSONA_AGENTS_BUDGET_URL at another one"
+            )
+        # The budget's own database, or one the project set up at an earlier revision: the project's migrations
+        # make the tables, the same wherever the budget lives, with nothing to run by hand.
+        try:
+            PersonaStore(url).upgrade()
+        except DBAPIError:
+            if missing_tables(engine):
+                raise
+            # another process ran the same migrations at the same moment, and made them
+    return SqlBudgetBackend(engine)
 
 
 def account_id(base_url: str, api_key: str | None, account_name: str | None = None) -> str:

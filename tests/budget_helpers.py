@@ -65,8 +65,9 @@ def wipe_shared_state(budget) -> None:
 
 
 def forget_rate_fields(url: str) -> None:
-    """Leave the account's shared state as a version before the shared rate stored it (in SQL, without its
-    columns), with this process's budget connections closed, so the next budget opens the store anew."""
+    """Leave the account's shared state as a version before the shared rate stored it, with this process's
+    budget connections closed, so the next budget opens the store anew. In SQL that version made its tables by
+    hand, under their old names and without the rate columns, in a database the migrations had taken to 0004."""
     from sqlalchemy import text
 
     from persona_agents_pipeline.client_factory import budget_backend, close_budget_backends
@@ -77,8 +78,11 @@ def forget_rate_fields(url: str) -> None:
         backend.client.hdel(f"persona-agents:budget:{TEST_ACCOUNT}:state", "rate", "rate_changed_at")
     else:
         with backend.engine.begin() as connection:
+            for name in ("accounts", "slots", "starts"):
+                connection.execute(text(f"ALTER TABLE persona_agents_budget_{name} RENAME TO api_budget_{name}"))
             for column in ("rate", "rate_changed_at"):
                 connection.execute(text(f"ALTER TABLE api_budget_accounts DROP COLUMN {column}"))
+            connection.execute(text("UPDATE persona_agents_alembic_version SET version_num = '0004_database_identity'"))
     close_budget_backends()
 
 

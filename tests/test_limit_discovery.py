@@ -80,6 +80,6 @@ def test_the_shared_budget_stores_nothing_that_reveals_the_key(sqlite_url):
             list(client.list_agents())
             engine = client.limiter.backend.engine
     with engine.connect() as connection:
-        rows = [str(row) for table in ("api_budget_accounts", "api_budget_slots", "api_budget_starts")
-                for row in connection.execute(text(f"select * from {table}"))]
+        rows = [str(row) for table in ("accounts", "slots", "starts")
+                for row in connection.execute(text(f"select * from persona_agents_budget_{table}"))]
     assert rows and not any(KEY in row for row in rows)

@@ -298,7 +298,7 @@ def test_a_very_high_configured_rate_keeps_the_shared_ring_small(sqlite_url):
             pass
     engine = create_engine(sqlite_url)
     with engine.connect() as connection:
-        rows = connection.execute(text("SELECT count(*) FROM api_budget_starts")).scalar()
+        rows = connection.execute(text("SELECT count(*) FROM persona_agents_budget_starts")).scalar()
     engine.dispose()
     budget.backend.close()
     # One row per ring entry: a million-entry ring made every request scan a million rows.

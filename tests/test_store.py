@@ -32,7 +32,7 @@ def test_upgrade_adds_agent_columns_to_a_legacy_table_and_keeps_every_row(databa
             connection.execute(text("INSERT INTO personas VALUES (:a, :b, :c, :d, :e, :f)"), dict(zip("abcdef", row)))
 
     store = PersonaStore(database_url)
-    assert store.upgrade() == ["0004_database_identity"]
+    assert store.upgrade() == ["0005_budget_tables"]
     columns = {column["name"] for column in inspect(store.engine).get_columns("personas")}
     assert AGENT_COLUMNS <= columns
     with legacy.connect() as connection:
@@ -132,7 +132,7 @@ def test_an_application_table_named_like_the_change_log_is_left_alone(database_u
         connection.execute(text("CREATE TABLE agent_events (id INTEGER PRIMARY KEY, note VARCHAR(20))"))
         connection.execute(text("INSERT INTO persona_changes VALUES (1, 'ours')"))
     store = PersonaStore(database_url)
-    assert store.upgrade() == ["0004_database_identity"]
+    assert store.upgrade() == ["0005_budget_tables"]
     [persona_id] = store.add_personas([{"name": "Ada", "temper_level": 0.5, "chattiness": 0.5, "emotional_attachment": 0.5}])
     assert [change.persona_id for change in store.changes_since(0)] == [persona_id]
     with app.connect() as connection:
@@ -159,7 +159,7 @@ def test_an_installation_from_before_the_namespaced_tables_keeps_its_history(sql
             connection.execute(text(statement))
     old.dispose()
     store = PersonaStore(sqlite_url)
-    assert store.upgrade() == ["0004_database_identity"]
+    assert store.upgrade() == ["0005_budget_tables"]
     assert [(event.agent_id, event.reason) for event in store.history(1)] == [("agent_x", "old")]
     [persona_id] = store.add_personas([{"name": "Bo", "temper_level": 0.5, "chattiness": 0.5, "emotional_attachment": 0.5}])
     assert [change.persona_id for change in store.changes_since(0)] == [persona_id]
@@ -174,10 +174,10 @@ def test_the_applications_own_alembic_history_is_left_alone(sqlite_url):
         connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
         connection.execute(text("INSERT INTO alembic_version VALUES ('app_rev_42')"))
     store = PersonaStore(sqlite_url)
-    assert store.upgrade() == ["0004_database_identity"]
+    assert store.upgrade() == ["0005_budget_tables"]
     assert store.upgrade() == []
     with app.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["app_rev_42"]
-        assert connection.execute(text("SELECT version_num FROM persona_agents_alembic_version")).scalar() == "0004_database_identity"
+        assert connection.execute(text("SELECT version_num FROM persona_agents_alembic_version")).scalar() == "0005_budget_tables"
     store.engine.dispose()
     app.dispose()

@@ -1,11 +1,9 @@
 """The shared API budget in a SQL database: the personas database (SQLite or PostgreSQL) by default.
 
-Three small tables, created on first use (they hold only transient counters, so they stay out of the
-personas schema's migrations). A state column added in a later version is added to an existing table on first
-use, with a default meaning "nothing learnt yet"; an older version's process, still running, names its columns
-and never sees it. Every primitive is one short transaction: on SQLite the store's engine begins it with BEGIN
-IMMEDIATE (writers queue); on PostgreSQL rows are locked FOR UPDATE SKIP LOCKED, so concurrent callers take
-different slots instead of waiting on each other.
+Three small tables, `persona_agents_budget_*`, made by the project's migrations like its other tables
+(client_factory runs them where the budget finds its tables missing). Every primitive is one short
+transaction: on SQLite the store's engine begins it with BEGIN IMMEDIATE (writers queue); on PostgreSQL rows
+are locked FOR UPDATE SKIP LOCKED, so concurrent callers take different slots instead of waiting on each other.
 """
 
 from __future__ import annotations
@@ -13,14 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, func, insert, inspect, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy.exc import IntegrityError
 
 from .budget_backend import BudgetState
 
 _metadata = MetaData()
 accounts = Table(
-    "api_budget_accounts", _metadata,
+    "persona_agents_budget_accounts", _metadata,
     Column("account", String(64), primary_key=True),
     Column("account_limit", Integer, nullable=False),
     Column("concurrency", Integer, nullable=False),
@@ -29,19 +26,18 @@ accounts = Table(
     Column("changed_at", Float, nullable=False),
     Column("interactive_seen_at", Float, nullable=False),
     Column("version", Integer, nullable=False),
-    # Added after the first release: server defaults, so a table created before gets them with ALTER TABLE.
     Column("rate", Float, nullable=False, server_default="0"),
     Column("rate_changed_at", Float, nullable=False, server_default="0"),
 )
 slots = Table(
-    "api_budget_slots", _metadata,
+    "persona_agents_budget_slots", _metadata,
     Column("account", String(64), primary_key=True),
     Column("slot", Integer, primary_key=True),
     Column("holder", String(32), nullable=True),
     Column("lease_until", Float, nullable=False),
 )
 starts = Table(
-    "api_budget_starts", _metadata,
+    "persona_agents_budget_starts", _metadata,
     Column("account", String(64), primary_key=True),
     Column("slot", Integer, primary_key=True),
     Column("started_at", Float, nullable=False),
@@ -55,25 +51,16 @@ _NOW = {
 }
 
 
+def missing_tables(engine: Engine) -> list[str]:
+    """The budget's tables the database lacks (all of them before the migrations that make them ran)."""
+    present = set(inspect(engine).get_table_names())
+    return [name for name in _metadata.tables if name not in present]
+
+
 class SqlBudgetBackend:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._now_sql = text(_NOW[engine.dialect.name])
-        try:
-            _metadata.create_all(engine, checkfirst=True)
-            self._add_missing_columns()
-        except DBAPIError:
-            # Two processes creating the tables (or columns) at once on PostgreSQL: one wins, the other finds them.
-            _metadata.create_all(engine, checkfirst=True)
-            self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        present = {column["name"] for column in inspect(self.engine).get_columns(accounts.name)}
-        with self.engine.begin() as connection:
-            for column in accounts.columns:
-                if column.name not in present:
-                    ddl = CreateColumn(column).compile(dialect=self.engine.dialect)
-                    connection.exec_driver_sql(f"ALTER TABLE {accounts.name} ADD COLUMN {ddl}")
 
     def close(self) -> None:
         # The engine is the process's shared one (engines.py): this closes idle connections; it opens new ones if used.
