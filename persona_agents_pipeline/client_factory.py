@@ -17,7 +17,8 @@ from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.rate_limit import RequestLimiter
 from .engines import shared_engine
 from .migrations.change_log import VERSION_TABLE
-from .store import PersonaStore, SchemaError, SchemaOutOfDateError
+from .schema_errors import SchemaError
+from .store import PersonaStore
 
 _backends: dict[str, BudgetBackend] = {}
 _backends_lock = threading.Lock()
@@ -72,7 +73,7 @@ def _open_sql_backend(url: str) -> BudgetBackend:
         if "personas" in tables and VERSION_TABLE not in tables:
             # An application's `personas` table the project never migrated: its first upgrade alters that
             # table and may stop to ask for a decision, so it is the operator's to run, never a side effect.
-            raise SchemaOutOfDateError(
+            raise SchemaError(
                 f"the API budget's tables are missing from {_shown(url)}, whose `personas` table persona-agents has "
                 "not set up yet: run `persona-agents db upgrade` with PERSONAS_DATABASE_URL set to this database, "
                 "or point PERSONA_AGENTS_BUDGET_URL at another one"

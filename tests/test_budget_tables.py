@@ -10,7 +10,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from persona_agents_pipeline.client_factory import budget_backend, close_budget_backends
 from persona_agents_pipeline.elevenlabs.budget import SharedBudget
-from persona_agents_pipeline.store import MIGRATIONS_DIR, PersonaStore, SchemaOutOfDateError
+from persona_agents_pipeline.schema_errors import SchemaError
+from persona_agents_pipeline.store import MIGRATIONS_DIR, PersonaStore
 
 NEW_TABLES = {"persona_agents_budget_accounts", "persona_agents_budget_slots", "persona_agents_budget_starts"}
 # As an earlier version made them on first use, outside the migrations.
@@ -83,7 +84,7 @@ def test_the_budget_never_runs_the_first_upgrade_of_an_applications_personas_tab
     engine = create_engine(database_url)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE personas (id INTEGER PRIMARY KEY, name VARCHAR(255))"))
-    with pytest.raises(SchemaOutOfDateError) as refused:
+    with pytest.raises(SchemaError) as refused:
         budget_backend(database_url)
     assert "persona-agents db upgrade" in str(refused.value) and "PERSONAS_DATABASE_URL" in str(refused.value)
     with engine.connect() as connection:
