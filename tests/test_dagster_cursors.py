@@ -12,6 +12,7 @@ from persona_agents_pipeline.defs.change_cursor import own_position
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
 from persona_agents_pipeline.defs.sensors import agent_drift_sensor, new_personas_sensor, persona_partitions_sensor
+from persona_agents_pipeline.defs.status_report import status_report_sensor
 
 from conftest import upgraded_store
 from dagster_helpers import apply_asset_events, apply_partition_requests, materializations, persona_rows, range_of
@@ -76,3 +77,16 @@ def test_re_pointed_sensors_read_the_new_databases_change_log_from_its_start(tmp
     # Every persona of B without an agent is requested, though B's log ends before A's position.
     assert [range_of(request) for request in new_on_b.run_requests] == [("1", "50")]
     assert own_position(RESOURCES["persona_store"], drift_on_b.cursor) == str(store_b.latest_change_seq())
+
+
+def test_re_pointed_at_a_database_whose_log_ends_at_the_same_seq_the_report_is_refreshed(tmp_path, monkeypatch, instance):
+    store_a = store_with(f"sqlite:///{tmp_path / 'a.db'}", 10, 0)
+    store_b = store_with(f"sqlite:///{tmp_path / 'b.db'}", 10, 0)
+    monkeypatch.setenv("PERSONAS_DATABASE_URL", store_a.database_url)
+    on_a = tick(status_report_sensor, instance, None)
+    assert isinstance(tick(status_report_sensor, instance, on_a.cursor), dg.SkipReason), "nothing new on A"
+
+    monkeypatch.setenv("PERSONAS_DATABASE_URL", store_b.database_url)
+    on_b = tick(status_report_sensor, instance, on_a.cursor)
+
+    assert len(on_b.run_requests) == 1, "B's personas are reported, though its log ends at A's seq"
