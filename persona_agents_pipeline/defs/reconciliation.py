@@ -13,6 +13,7 @@ from itertools import islice
 
 import dagster as dg
 
+from .change_cursor import tied_cursor
 from .partitions import add_requests, persona_key, personas_partitions
 from .personas_observations import registration
 from .recorded_agents import PartitionsCursor, held_baselines, recorded_registrations, with_recorded_agents
@@ -32,8 +33,8 @@ def gone_partitions(instance: dg.DagsterInstance, page_keys: list[str], after: i
 
 def reconciliation_tick(
     context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource, cursor: PartitionsCursor
-) -> tuple[dg.SensorResult, PartitionsCursor]:
-    """One page of the reconciliation after `cursor.reconciled_to`, and the cursor to continue from."""
+) -> dg.SensorResult:
+    """One page of the reconciliation after `cursor.reconciled_to`, with the cursor to continue from."""
     after = cursor.reconciled_to or 0
     personas = list(islice(persona_store.get_store().iter_personas(RECONCILE_PAGE, after_id=after), RECONCILE_PAGE))
     page_end = personas[-1].id if len(personas) == RECONCILE_PAGE else None
@@ -42,11 +43,13 @@ def reconciliation_tick(
     if cursor.reconcile_held:
         due_keys, recorded = recorded_registrations(context.instance, persona_store, keys)
         context.log.info("reconciling: %d partition(s) of recorded agents added", len(due_keys))
-        return dg.SensorResult(dynamic_partitions_requests=add_requests(due_keys), asset_events=recorded), done
+        return dg.SensorResult(dynamic_partitions_requests=add_requests(due_keys), asset_events=recorded,
+                               cursor=tied_cursor(persona_store, str(done)))
     gone = gone_partitions(context.instance, keys, after, page_end)
     if len(gone) > RECONCILE_PAGE:  # the rest in the next tick, before this page's registrations
         context.log.info("reconciling: %d partition(s) of personas that do not exist removed", RECONCILE_PAGE)
-        return dg.SensorResult(dynamic_partitions_requests=[personas_partitions.build_delete_request(gone[:RECONCILE_PAGE])]), cursor
+        return dg.SensorResult(dynamic_partitions_requests=[personas_partitions.build_delete_request(gone[:RECONCILE_PAGE])],
+                               cursor=tied_cursor(persona_store, str(cursor)))
     new_keys, baseline = registration(context.instance, persona_store, keys)
     missing = set(new_keys)
     held = with_recorded_agents([p for p in personas if persona_key(p.id) in missing])
@@ -60,4 +63,5 @@ def reconciliation_tick(
                      len(gone), len(held))
     events = [event for event in baseline if event.partition not in held_keys] + held_baselines(held)
     next_cursor = PartitionsCursor(cursor.seq, reconciled_to=after, reconcile_held=True) if held else done
-    return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=events), next_cursor
+    return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=events,
+                           cursor=tied_cursor(persona_store, str(next_cursor)))

@@ -45,9 +45,7 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
     cursor = (PartitionsCursor.parse(position) if position is not None
               else PartitionsCursor(persona_store.get_store().latest_change_seq(), reconciled_to=0))
     if cursor.reconciled_to is not None:
-        result, next_cursor = reconciliation_tick(context, persona_store, cursor)
-        return dg.SensorResult(dynamic_partitions_requests=result.dynamic_partitions_requests,
-                               asset_events=result.asset_events, cursor=tied_cursor(persona_store, str(next_cursor)))
+        return reconciliation_tick(context, persona_store, cursor)
     # Personas with a recorded agent whose baselines the last tick stored: registered now, materialized.
     due_keys, recorded = due_registrations(context.instance, persona_store, cursor)
     changes = changes_after(persona_store, cursor.seq)
