@@ -38,11 +38,17 @@ def store_with(url: str, added: int, deleted_first: int):
     return PersonaStoreResource(database_url=url).get_store()
 
 
-# (A's personas added, deleted) then B's: B's change log ends after A's position, or before it.
-@pytest.mark.parametrize("a, b", [((20, 10), (60, 0)), ((60, 20), (50, 0))], ids=["longer-log", "shorter-log"])
-def test_re_pointed_at_another_database_the_partitions_become_its_personas(tmp_path, monkeypatch, instance, a, b):
+# (A's personas added, deleted) then B's: B's change log ends after A's position, or before it; B is another
+# SQLite file or, as when the demo gives way to the real database, PostgreSQL.
+@pytest.mark.parametrize("a, b, b_on", [
+    ((20, 10), (60, 0), "sqlite"), ((60, 20), (50, 0), "sqlite"),
+    pytest.param((60, 20), (50, 0), "postgresql", marks=pytest.mark.postgres),
+], ids=["longer-log", "shorter-log", "shorter-log-postgresql"])
+def test_re_pointed_at_another_database_the_partitions_become_its_personas(
+        tmp_path, monkeypatch, request, instance, a, b, b_on):
     store_a = store_with(f"sqlite:///{tmp_path / 'a.db'}", *a)
-    store_b = store_with(f"sqlite:///{tmp_path / 'b.db'}", *b)
+    url_b = request.getfixturevalue("postgres_url") if b_on == "postgresql" else f"sqlite:///{tmp_path / 'b.db'}"
+    store_b = store_with(url_b, *b)
     with store_b.engine.begin() as connection:  # an agent the application made: registered materialized
         connection.execute(text("UPDATE personas SET elevenlabs_agent_id = 'agent_recorded' WHERE id = 3"))
     monkeypatch.setenv("PERSONAS_DATABASE_URL", store_a.database_url)
