@@ -241,9 +241,10 @@ class PersonaStore:
         with self.session() as session:
             return session.scalar(select(func.count()).select_from(Persona)) or 0
 
-    def iter_personas(self, batch_size: int = 5000) -> Iterator[Persona]:
-        """Stream every persona in id order, a page at a time, so memory stays flat at any table size."""
-        last_id = -math.inf
+    def iter_personas(self, batch_size: int = 5000, after_id: int | None = None) -> Iterator[Persona]:
+        """Stream every persona (with an id above `after_id`) in id order, a page at a time, so memory stays
+        flat at any table size."""
+        last_id = -math.inf if after_id is None else after_id
         while True:
             with self.session() as session:
                 page = list(

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from persona_agents_pipeline.defs.assets import persona_agent
+from persona_agents_pipeline.defs.change_cursor import own_position
 from persona_agents_pipeline.defs.checks import MATCHES, persona_agent_checks
 from persona_agents_pipeline.defs.partitions import personas_partitions
 from persona_agents_pipeline.defs.resources import PersonaStoreResource
@@ -71,7 +72,7 @@ def test_edited_personas_become_stale_and_only_they_are_updated_in_place(store, 
     for request in result.run_requests:
         assert request.run_config["ops"]["persona_agent"]["config"]["mode"] == "update"
         assert request.asset_check_keys == [], "automated runs leave the per-agent checks to verify_agents"
-    assert int(result.cursor) == store.latest_change_seq()
+    assert own_position(env["persona_store"], result.cursor) == str(store.latest_change_seq())
 
     assert all(execute_run_request(instance, request).success for request in result.run_requests)
 
@@ -117,7 +118,7 @@ def test_drift_sensor_ignores_inserts_deletes_and_personas_without_agents(store,
     result = agent_drift_sensor(dg.build_sensor_context(instance=instance, resources=env))
 
     assert not result.run_requests and not result.asset_events
-    assert int(result.cursor) == store.latest_change_seq(), "the cursor moves past what needed nothing"
+    assert own_position(env["persona_store"], result.cursor) == str(store.latest_change_seq()), "the cursor moves past what needed nothing"
     assert len(sandbox.agents()) == 0
 
 

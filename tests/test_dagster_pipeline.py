@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from persona_agents_pipeline.defs.assets import persona_agent
+from persona_agents_pipeline.defs.change_cursor import own_position
 from persona_agents_pipeline.defs.checks import EXISTS, MATCHES
 from persona_agents_pipeline.defs.checks_after_materialize import checks_after_materialize_sensor
 from persona_agents_pipeline.defs.dagster_internals import BACKFILL_TAG, DATA_VERSION_TAG, range_tags
@@ -180,7 +181,7 @@ def test_partitions_mirror_the_table_without_runs_and_follow_deletes(env_store, 
     assert not second.run_requests
     [delete] = second.dynamic_partitions_requests
     assert isinstance(delete, dg.DeleteDynamicPartitionsRequest) and list(delete.partition_keys) == [str(ids[0])]
-    assert int(second.cursor) == env_store.latest_change_seq()
+    assert own_position(RESOURCES["persona_store"], second.cursor) == str(env_store.latest_change_seq())
 
 
 def test_schedule_requests_only_missing_agents(env_store, instance, env_sandbox):

@@ -10,6 +10,7 @@ from typing import Sequence
 import dagster as dg
 
 from ..models import PersonaChange
+from .change_cursor import own_position
 from .partitions import persona_key
 from .resources import PersonaStoreResource, definition_settings
 
@@ -71,8 +72,9 @@ def changes_after(persona_store: PersonaStoreResource, seq: int) -> ChangeSlice 
 
 
 def changes_after_cursor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource) -> ChangeSlice | dg.SkipReason:
-    """The slice after the sensor's cursor (a change-log seq)."""
-    return changes_after(persona_store, int(context.cursor or 0))
+    """The slice after the sensor's cursor (a change-log seq of this database; from the start on a new or
+    foreign cursor, as on a new instance)."""
+    return changes_after(persona_store, int(own_position(persona_store, context.cursor) or 0))
 
 
 def runs_finished_after(

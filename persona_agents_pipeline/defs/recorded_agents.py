@@ -35,18 +35,26 @@ RECORDED_NOTE = ("recorded in the database when the partition was registered (no
 class PartitionsCursor:
     """persona_partitions_sensor's place in the change log: `seq`, and `held_after` when the personas with a
     recorded agent inserted in (held_after, seq] had their baselines stored by the last tick and are
-    registered now ("seq/held_after"; a plain seq when none)."""
+    registered now ("seq/held_after"; a plain seq when none). While the partitions are being reconciled with
+    the table (reconciliation.py), `reconciled_to` is the persona id up to which they match it, and
+    `reconcile_held` says the next page's personas with a recorded agent had their baselines stored
+    ("seq~reconciled_to", with a trailing "h" when held)."""
 
     seq: int
     held_after: int | None = None
+    reconciled_to: int | None = None
+    reconcile_held: bool = False
 
     @classmethod
-    def parse(cls, cursor: str | None) -> PartitionsCursor:
-        seq, _, held_after = (cursor or "0").partition("/")
-        return cls(int(seq), int(held_after) if held_after else None)
+    def parse(cls, position: str) -> PartitionsCursor:
+        log, _, reconciling = position.partition("~")
+        seq, _, held_after = log.partition("/")
+        return cls(int(seq), int(held_after) if held_after else None,
+                   int(reconciling.rstrip("h")) if reconciling else None, reconciling.endswith("h"))
 
     def __str__(self) -> str:
-        return str(self.seq) if self.held_after is None else f"{self.seq}/{self.held_after}"
+        log = str(self.seq) if self.held_after is None else f"{self.seq}/{self.held_after}"
+        return log if self.reconciled_to is None else f"{log}~{self.reconciled_to}{'h' if self.reconcile_held else ''}"
 
 
 def with_recorded_agents(personas: Sequence[Persona]) -> list[Persona]:
@@ -87,8 +95,17 @@ def due_registrations(
     changes = [change for change in store.changes_since(cursor.held_after, limit=cursor.seq - cursor.held_after)
                if change.seq <= cursor.seq]
     inserted = list(dict.fromkeys(persona_key(c.persona_id) for c in changes if c.change == "insert"))
-    known = registered(instance, inserted)
-    personas = with_recorded_agents(store.get_many([int(key) for key in inserted if key not in known]))
+    return recorded_registrations(instance, persona_store, inserted)
+
+
+def recorded_registrations(
+    instance: dg.DagsterInstance, persona_store: PersonaStoreResource, keys: Sequence[str]
+) -> tuple[list[str], list[dg.AssetMaterialization | dg.AssetObservation]]:
+    """Of `keys`, the unregistered personas with a recorded agent (their baselines stored by the last tick):
+    their keys to register now and their materializations, followed by the current traits of those whose
+    agent drifted. One query per 500 keys."""
+    known = registered(instance, keys)
+    personas = with_recorded_agents(persona_store.get_store().get_many([int(key) for key in keys if key not in known]))
     template = agent_template()
     voice_names = {voice_id: name for name, voice_id in template.voice_catalogue.items()}
     tags = provenance(instance, [PERSONAS_KEY], RECORDED_CODE_VERSION)

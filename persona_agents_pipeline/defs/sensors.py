@@ -12,11 +12,13 @@ import dagster as dg
 from ..drift import drifted_hashes
 from .automation import SENSOR_INTERVAL_SECONDS, automation_status, changes_after, changes_after_cursor
 from .assets import persona_agent
+from .change_cursor import own_position, tied_cursor
 from .checks import MATCHES, invalid_agent_evaluations
 from .dagster_internals import current_failed_check_partitions
 from .jobs import PROVISION_JOB
 from .partitions import add_requests, key_chunks, persona_key, personas_partitions, registered
 from .personas_observations import baselines_recorded, registration, traits_observations
+from .reconciliation import reconciliation_tick
 from .recorded_agents import PartitionsCursor, due_registrations, held_baselines, with_recorded_agents
 from .resources import PersonaStoreResource, agent_template
 from .run_requests import ENSURE_RUN_CONFIG, UPDATE_RUN_CONFIG, span_run_requests
@@ -38,7 +40,12 @@ def drifted(persona_store: PersonaStoreResource, persona_ids: list[int]) -> dict
     "no runs and makes no API call.",
 )
 def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
-    cursor = PartitionsCursor.parse(context.cursor)
+    position = own_position(persona_store, context.cursor)
+    # A new cursor, or another database's: reconcile the partitions with the table, then read the log onwards.
+    cursor = (PartitionsCursor.parse(position) if position is not None
+              else PartitionsCursor(persona_store.get_store().latest_change_seq(), reconciled_to=0))
+    if cursor.reconciled_to is not None:
+        return reconciliation_tick(context, persona_store, cursor)
     # Personas with a recorded agent whose baselines the last tick stored: registered now, materialized.
     due_keys, recorded = due_registrations(context.instance, persona_store, cursor)
     changes = changes_after(persona_store, cursor.seq)
@@ -47,7 +54,7 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
             return changes
         context.log.info("%d partition(s) of recorded agents added", len(due_keys))
         return dg.SensorResult(dynamic_partitions_requests=add_requests(due_keys), asset_events=recorded,
-                               cursor=str(PartitionsCursor(cursor.seq)))
+                               cursor=tied_cursor(persona_store, str(PartitionsCursor(cursor.seq))))
     inserted, deleted = changes.net_keys()
     new_keys, baseline = registration(context.instance, persona_store, inserted)
     held = with_recorded_agents(persona_store.get_store().get_many([int(key) for key in new_keys]))
@@ -68,7 +75,7 @@ def persona_partitions_sensor(context: dg.SensorEvaluationContext, persona_store
     return dg.SensorResult(
         dynamic_partitions_requests=partition_requests,
         asset_events=[*recorded, *baseline, *traits_observations(edited), *invalid],
-        cursor=str(PartitionsCursor(changes.last_seq, cursor.seq if held else None)),
+        cursor=tied_cursor(persona_store, str(PartitionsCursor(changes.last_seq, cursor.seq if held else None))),
         skip_reason=None if partition_requests or baseline or edited or recorded or invalid
         else f"changes up to seq {changes.last_seq} need no partition change",
     )
@@ -117,7 +124,7 @@ class NewPersonasCursor:
     "the change log entries after its cursor.",
 )
 def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
-    cursor = NewPersonasCursor.parse(context.cursor)
+    cursor = NewPersonasCursor.parse(own_position(persona_store, context.cursor))
     changes = changes_after(persona_store, cursor.seq)
     if isinstance(changes, dg.SkipReason):
         return changes
@@ -148,7 +155,7 @@ def new_personas_sensor(context: dg.SensorEvaluationContext, persona_store: Pers
         run_requests=run_requests,
         dynamic_partitions_requests=add_requests(new_keys),
         asset_events=baseline,
-        cursor=str(next_cursor),
+        cursor=tied_cursor(persona_store, str(next_cursor)),
         skip_reason=None if run_requests else f"changes up to seq {changes.last_seq}: no registered new persona without an agent",
     )
 
@@ -211,6 +218,6 @@ def agent_drift_sensor(context: dg.SensorEvaluationContext, persona_store: Perso
         run_requests=requests,
         dynamic_partitions_requests=add_requests(unknown),
         asset_events=traits_observations(wanted),
-        cursor=str(changes.last_seq),
+        cursor=tied_cursor(persona_store, str(changes.last_seq)),
         skip_reason=None if requests else f"changes up to seq {changes.last_seq}: no agent drifted, no failed persona edited",
     )

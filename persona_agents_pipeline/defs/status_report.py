@@ -14,6 +14,7 @@ import json
 import dagster as dg
 
 from .automation import SENSOR_INTERVAL_SECONDS, runs_finished_after
+from .change_cursor import SEPARATOR, own_position, tied_cursor
 from .checks_after_materialize import skipped_its_checks
 from .assets import agent_status_report
 from .jobs import DETECT_JOB, REPORT_JOB, refresh_agent_status_report
@@ -39,7 +40,11 @@ def needs_report_run(run: dg.DagsterRun, reported_by: set[str]) -> bool:
     "a check run). No API call; at most one report run per tick.",
 )
 def status_report_sensor(context: dg.SensorEvaluationContext, persona_store: PersonaStoreResource):
-    cursor = json.loads(context.cursor) if context.cursor else {"seq": -1, "finished_after": 0.0}
+    # Another database's seq says nothing about this one's (a report is due), but its runs are this instance's.
+    stored = (context.cursor or "").rpartition(SEPARATOR)[2]
+    cursor = json.loads(stored) if stored else {"seq": -1, "finished_after": 0.0}
+    if own_position(persona_store, context.cursor) is None:
+        cursor["seq"] = -1
     seq = persona_store.get_store().latest_change_seq()
     ended = runs_finished_after(context.instance, cursor["finished_after"], limit=RUNS_PER_TICK)
     reports = context.instance.fetch_materializations(agent_status_report.key, limit=RUNS_PER_TICK).records if ended else []
@@ -49,5 +54,5 @@ def status_report_sensor(context: dg.SensorEvaluationContext, persona_store: Per
         return dg.SkipReason("no persona change and no finished run since the last report")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"status-report:{seq}:{finished_after}")],
-        cursor=json.dumps({"seq": seq, "finished_after": finished_after}),
+        cursor=tied_cursor(persona_store, json.dumps({"seq": seq, "finished_after": finished_after})),
     )
