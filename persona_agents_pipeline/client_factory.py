@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from urllib.parse import urlsplit
 
 from sqlalchemy import inspect
@@ -80,13 +81,24 @@ def _open_sql_backend(url: str) -> BudgetBackend:
             )
         # The budget's own database, or one the project set up at an earlier revision: the project's migrations
         # make the tables, the same wherever the budget lives, with nothing to run by hand.
+        _upgrade_beside_other_processes(url, engine, missing_tables)
+    return SqlBudgetBackend(engine)
+
+
+def _upgrade_beside_other_processes(url: str, engine, missing_tables, attempts: int = 5) -> None:
+    """Run the project's migrations on the budget's database while other processes may run them too: a
+    failure is fine once the tables exist (another process made them), and is retried while one may be midway
+    (SQLite's DDL is not transactional, so its half-made schema is visible)."""
+    for attempt in range(attempts):
         try:
             PersonaStore(url).upgrade()
+            return
         except DBAPIError:
-            if missing_tables(engine):
+            if not missing_tables(engine):
+                return
+            if attempt == attempts - 1:
                 raise
-            # another process ran the same migrations at the same moment, and made them
-    return SqlBudgetBackend(engine)
+            time.sleep(0.2 * 2**attempt)
 
 
 def account_id(base_url: str, api_key: str | None, account_name: str | None = None) -> str:

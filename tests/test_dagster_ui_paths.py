@@ -9,6 +9,7 @@ import pytest
 from dagster._core.execution.backfill import BulkActionStatus
 
 from persona_agents_pipeline.defs.assets import persona_agent
+from persona_agents_pipeline.defs.change_cursor import tied_cursor
 from persona_agents_pipeline.defs.checks import EXISTS, MATCHES, persona_agent_checks
 from persona_agents_pipeline.defs.checks_after_materialize import checks_after_materialize_sensor
 from persona_agents_pipeline.defs.dagster_internals import DATA_VERSION_TAG
@@ -193,8 +194,9 @@ def test_a_fixed_invalid_persona_is_retried_by_the_drift_sensor(store, sandbox, 
     assert execute_run_request(instance, range_run_request(keys[2:], run_key=None, reason="test")).success
     set_chattiness(store, ids[0], 7)
     set_chattiness(store, ids[2], 7)
-    cursor = str(store.latest_change_seq())
-    run_tick(persona_partitions_sensor, instance, RESOURCES, cursor="0")  # ids[2]'s traits check turns red
+    cursor = tied_cursor(RESOURCES["persona_store"], str(store.latest_change_seq()))
+    # ids[2]'s traits check turns red
+    run_tick(persona_partitions_sensor, instance, RESOURCES, cursor=tied_cursor(RESOURCES["persona_store"], "0"))
     assert not execute_run_request(instance, range_run_request(keys[:2], run_key=None, reason="test")).success
     assert failed_partitions(instance, keys) == {keys[0]} and check_status_by_partition(instance, MATCHES) == {keys[2]: "FAILED"}
     set_chattiness(store, ids[0], 0.5)

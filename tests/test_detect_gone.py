@@ -12,7 +12,6 @@ import sys
 import dagster as dg
 import pytest
 
-from persona_agents_pipeline.defs import detection as detection_defs
 from persona_agents_pipeline.defs.checks import EXISTS
 from persona_agents_pipeline.defs.detection import detect_gone_agents_schedule, replace_gone_agents_sensor
 from persona_agents_pipeline.defs.jobs import DETECT_JOB
@@ -28,17 +27,17 @@ API_KEY = "sandbox-test-key"
 
 
 @pytest.fixture
-def store(store, monkeypatch, sandbox):
+def env_store(store, monkeypatch, sandbox):
     """The shared store fixture (SQLite and PostgreSQL), with the environment pointing at it and the sandbox."""
     point_env_at(monkeypatch, store.database_url, sandbox.url, API_KEY)
     # The lag is the service's concern (tested below); here every agent is old enough to judge.
-    monkeypatch.setattr(detection_defs, "LISTING_LAG_SECONDS", 0.0)
+    monkeypatch.setenv("ELEVENLABS_LISTING_LAG_SECONDS", "0")
     return store
 
 
-def provisioned(store, instance, count: int) -> list[int]:
+def provisioned(env_store, instance, count: int) -> list[int]:
     """Personas with agents made by an ensure run over their registered partitions."""
-    ids = store.add_personas(persona_rows(count))
+    ids = env_store.add_personas(persona_rows(count))
     keys = [str(pid) for pid in ids]
     instance.add_dynamic_partitions(personas_partitions.name, keys)
     assert execute_run_request(instance, range_run_request(keys, None, "test", ENSURE_RUN_CONFIG)).success
@@ -70,9 +69,9 @@ def listing_metadata(result: dg.ExecuteInProcessResult) -> dict:
     return metadata_of(result, "elevenlabs_agent_listing")
 
 
-def test_an_agent_deleted_upstream_turns_red_and_gone_after_the_scheduled_listing(store, instance, sandbox, monkeypatch):
-    ids = provisioned(store, instance, 3)
-    gone = store.get(ids[1])
+def test_an_agent_deleted_upstream_turns_red_and_gone_after_the_scheduled_listing(env_store, instance, sandbox, monkeypatch):
+    ids = provisioned(env_store, instance, 3)
+    gone = env_store.get(ids[1])
     assert sandbox.delete_agent_directly(gone.elevenlabs_agent_id)
     agents_before = {agent["agent_id"] for agent in sandbox.agents()}
     log_before = len(sandbox.request_log())
@@ -103,16 +102,16 @@ def test_an_agent_deleted_upstream_turns_red_and_gone_after_the_scheduled_listin
     monkeypatch.setenv("AUTO_CREATE_ELEVENLABS_AGENTS", "true")
     [repair] = replace_gone_agents_sensor(context)
     assert execute_run_request(instance, repair).success
-    replaced = store.get(ids[1]).elevenlabs_agent_id
+    replaced = env_store.get(ids[1]).elevenlabs_agent_id
     assert replaced != gone.elevenlabs_agent_id and replaced in {agent["agent_id"] for agent in sandbox.agents()}
     assert exists_status(instance) == {}  # the red result no longer concerns the current agent
     assert report_metadata(scheduled_listing(instance))["count_gone"] == 0
 
 
-def test_an_orphan_of_this_installation_is_named_in_the_listing_and_the_report(store, instance, sandbox):
-    ids = provisioned(store, instance, 2)
-    orphan = store.get(ids[0])
-    with store.engine.begin() as connection:  # the persona row goes; its agent stays on the account
+def test_an_orphan_of_this_installation_is_named_in_the_listing_and_the_report(env_store, instance, sandbox):
+    ids = provisioned(env_store, instance, 2)
+    orphan = env_store.get(ids[0])
+    with env_store.engine.begin() as connection:  # the persona row goes; its agent stays on the account
         connection.exec_driver_sql(f"DELETE FROM personas WHERE id = {ids[0]}")
     sandbox.create_agent_directly({"name": "someone else's agent", "conversation_config": {}})
 
@@ -128,11 +127,11 @@ def test_an_orphan_of_this_installation_is_named_in_the_listing_and_the_report(s
 
 
 @pytest.mark.parametrize("fault", ["500", "malformed"])
-def test_a_listing_cut_off_midway_marks_nothing_gone(store, instance, sandbox, fault):
-    ids = provisioned(store, instance, 2)
+def test_a_listing_cut_off_midway_marks_nothing_gone(env_store, instance, sandbox, fault):
+    ids = provisioned(env_store, instance, 2)
     for n in range(100):  # other agents on the account: the listing takes two pages
         sandbox.create_agent_directly({"name": f"other {n}", "conversation_config": {}})
-    assert sandbox.delete_agent_directly(store.get(ids[0]).elevenlabs_agent_id)
+    assert sandbox.delete_agent_directly(env_store.get(ids[0]).elevenlabs_agent_id)
     sandbox.configure(list_page_fault=fault)
 
     result = scheduled_listing(instance)
@@ -143,9 +142,9 @@ def test_a_listing_cut_off_midway_marks_nothing_gone(store, instance, sandbox, f
     assert not result.asset_materializations_for_node("agent_status_report")
 
 
-def test_a_listed_item_without_an_agent_id_marks_nothing_gone_and_is_named(store, instance, sandbox):
-    ids = provisioned(store, instance, 2)
-    assert sandbox.delete_agent_directly(store.get(ids[0]).elevenlabs_agent_id)
+def test_a_listed_item_without_an_agent_id_marks_nothing_gone_and_is_named(env_store, instance, sandbox):
+    ids = provisioned(env_store, instance, 2)
+    assert sandbox.delete_agent_directly(env_store.get(ids[0]).elevenlabs_agent_id)
     sandbox.configure(malformed_list_items=[{"name": "odd item", "agent_id": None}])
 
     result = scheduled_listing(instance)
@@ -156,9 +155,9 @@ def test_a_listed_item_without_an_agent_id_marks_nothing_gone_and_is_named(store
     assert exists_status(instance) == {}
 
 
-def test_an_agent_recorded_within_the_listing_lag_is_not_judged(store, instance, sandbox):
-    ids = provisioned(store, instance, 1)
-    assert sandbox.delete_agent_directly(store.get(ids[0]).elevenlabs_agent_id)
+def test_an_agent_recorded_within_the_listing_lag_is_not_judged(env_store, instance, sandbox):
+    ids = provisioned(env_store, instance, 1)
+    assert sandbox.delete_agent_directly(env_store.get(ids[0]).elevenlabs_agent_id)
     service = provisioning_service(PersonaStoreResource(), ElevenLabsResource(api_key=API_KEY))
     with service.client:
         recent = detect_gone_agents(service, listing_lag_seconds=60)
