@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 
-from .config import BUDGET_OFF, ConfigurationError, Settings, load_api_key
+from .config import BUDGET_OFF, ConfigurationError, Settings, load_api_key, redact_url
 from .elevenlabs.budget import BudgetBackend, Priority, SharedBudget
 from .elevenlabs.client import ElevenLabsClient
 from .elevenlabs.rate_limit import RequestLimiter
@@ -55,13 +55,9 @@ def _open_backend(url: str, outage_seconds: float) -> BudgetBackend:
         raise  # says what to run
     except Exception as exc:  # any driver's failure to connect or parse: say which setting to fix
         raise ConfigurationError(
-            f"the API budget store {_shown(url)} cannot be used ({type(exc).__name__}); check "
+            f"the API budget store {redact_url(url)} cannot be used ({type(exc).__name__}); check "
             "PERSONA_AGENTS_BUDGET_URL (or PERSONAS_DATABASE_URL, where the budget lives by default)"
         ) from None
-
-
-def _shown(url: str) -> str:
-    return urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl()
 
 
 def _open_sql_backend(url: str) -> BudgetBackend:
@@ -75,7 +71,7 @@ def _open_sql_backend(url: str) -> BudgetBackend:
             # An application's `personas` table the project never migrated: its first upgrade alters that
             # table and may stop to ask for a decision, so it is the operator's to run, never a side effect.
             raise SchemaError(
-                f"the API budget's tables are missing from {_shown(url)}, whose `personas` table persona-agents has "
+                f"the API budget's tables are missing from {redact_url(url)}, whose `personas` table persona-agents has "
                 "not set up yet: run `persona-agents db upgrade` with PERSONAS_DATABASE_URL set to this database, "
                 "or point PERSONA_AGENTS_BUDGET_URL at another one"
             )
